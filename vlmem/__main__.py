@@ -1,0 +1,5 @@
+import sys
+
+from vlmem.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""`vlmem ablate`: a base recipe x a grid / named variants x seeds, each trained and evaluated.
+
+runs/ablate/<name>/<variant>[/seed<k>]/   one ordinary run per variant (resumable)
+runs/ablate/<name>/ablation.csv|.md|.png  the table (mean and spread over seeds, deltas vs the base row)
+
+Finished variants (their eval report exists) are skipped, a variant with a checkpoint is
+resumed, so re-running the command after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from vlmem.recipe import Recipe, load_recipe
+from vlmem.recipe.load import ablation_variants, apply_overrides
+
+console = Console(stderr=True)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_=.," else "_" for c in text)
+
+
+def ablation_dir(recipe_path: str, recipe: Recipe) -> Path:
+    return Path(recipe.run.output_dir or f"runs/ablate/{recipe.run.name or Path(recipe_path).stem}")
+
+
+def _score_of(result: dict) -> tuple[float | None, dict]:
+    """Overall and per-task scores from an eval result of any benchmark."""
+    official = result.get("official", result)
+    per_task = official.get("tasks") or official.get("per_type") or {}
+    flat = {k: (v if not isinstance(v, dict) else v.get("score")) for k, v in per_task.items()}
+    overall = official.get("overall", result.get("exact_match"))
+    return overall, flat
+
+
+def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bool = False,
+                 max_eval_samples: int = 0) -> Path:
+    from vlmem.eval.generate import evaluate_run
+    from vlmem.train.checkpoint import last_checkpoint
+    from vlmem.train.loop import train
+
+    base = load_recipe(recipe_path, overrides or [])
+    variants = ablation_variants(base, recipe_path, quick=quick)  # all validated before anything trains
+    out = ablation_dir(recipe_path, base) / ("quick" if quick else "full")
+    out.mkdir(parents=True, exist_ok=True)
+    benchmark = base.eval.benchmark
+    rows = []
+    for i, (label, variant) in enumerate(variants):
+        run_dir = out / _slug(label)
+        variant = apply_overrides(variant, {"run.output_dir": str(run_dir), "run.name": f"{base.run.name}-{_slug(label)}"},
+                                  f"{recipe_path} [{label}]")
+        report = run_dir / "eval" / f"{benchmark}.json"
+        if report.is_file():
+            console.print(f"[{i + 1}/{len(variants)}] {label}: done, skipped")
+        else:
+            console.print(f"[{i + 1}/{len(variants)}] {label}: training -> {run_dir}")
+            train(variant, resume=last_checkpoint(run_dir) is not None)  # a finished run resumes to a no-op
+            evaluate_run(run_dir, benchmark, max_samples=max_eval_samples)
+        result = json.loads(report.read_text())
+        overall, tasks = _score_of(result)
+        name, _, seed = label.partition("/seed")
+        rows.append({"variant": name, "seed": int(seed) if seed else variant.run.seed, "overall": overall, **tasks,
+                     "minutes": _train_minutes(run_dir)})
+    write_tables(rows, out)
+    return out
+
+
+def _train_minutes(run_dir: Path) -> float | None:
+    from vlmem.train.metrics import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if not records:
+        return None
+    seconds = sum(r.get("seconds", 0.0) for r in records)
+    return round(seconds / 60, 2) if seconds else None
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread (population std) over seeds per variant, in first-seen order."""
+    keys = [k for k in rows[0] if k not in ("variant", "seed")] if rows else []
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["variant"], []).append(r)
+    out = []
+    for name, group in groups.items():
+        entry = {"variant": name, "seeds": len(group)}
+        for k in keys:
+            values = [g[k] for g in group if isinstance(g.get(k), (int, float))]
+            entry[k] = statistics.fmean(values) if values else None
+            entry[f"{k}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0 if values else None
+        out.append(entry)
+    return out
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    summary = summarise(rows)
+    if not summary:
+        return
+    columns = [k for k in summary[0] if not k.endswith("_std") and k not in ("variant", "seeds")]
+    tmp = out / f".ablation.csv.tmp-{os.getpid()}"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "ablation.csv")
+    base = summary[0]
+    lines = ["| variant | seeds | " + " | ".join(columns) + " | Δ overall |",
+             "|---|---|" + "---|" * len(columns) + "---|"]
+    for s in summary:
+        cells = []
+        for c in columns:
+            v, sd = s.get(c), s.get(f"{c}_std")
+            cells.append("-" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd else ""))
+        delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
+        lines.append(f"| {s['variant']} | {s['seeds']} | " + " | ".join(cells) + f" | {'-' if delta is None else f'{delta:+.2f}'} |")
+    (out / "ablation.md").write_text(f"Deltas are against the first row ({base['variant']}).\n\n" + "\n".join(lines) + "\n")
+    _plot(summary, out / "ablation.png")
+    table = Table("variant", "seeds", "overall", "Δ", title=str(out))
+    for s in summary:
+        delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
+        table.add_row(s["variant"], str(s["seeds"]), "-" if s.get("overall") is None else f"{s['overall']:.2f}",
+                      "-" if delta is None else f"{delta:+.2f}")
+    Console().print(table)
+
+
+def _plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["variant"] for s in summary]
+    values = [s.get("overall") or 0.0 for s in summary]
+    errors = [s.get("overall_std") or 0.0 for s in summary]
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.4))
+    ax.bar(range(len(names)), values, yerr=errors, capsize=3, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("overall score")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

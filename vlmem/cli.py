@@ -1,0 +1,464 @@
+"""The `vlmem` command line. Every command is a thin call into a library function.
+
+Errors: a `VlmemError` prints one message and exits with its code (1 runtime,
+2 usage/config); Ctrl-C exits 130; `--debug` or VLMEM_DEBUG=1 shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vlmem.errors import EXIT_INTERRUPTED, EXIT_USAGE, VlmemError, exit_code_for
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="vlmem",
+    help="Memory-augmented vision-language models for spatial video reasoning.\n\n"
+    "Example (the whole loop on the embedded default, CPU, minutes):\n\n"
+    "  vlmem prepare-data synthetic --out data/synth\n\n"
+    "  vlmem train recipes/tiny/phase1.toml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+recipe_app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
+prepare_app = typer.Typer(help="Convert a data source into a vlmem dataset folder (qa.parquet + videos + scenes).",
+                          no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+app.add_typer(prepare_app, name="prepare-data")
+eval_app = typer.Typer(help="Answer a benchmark with a trained run (or score a predictions file) exactly as the "
+                            "official scorer does.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+_state = {"debug": os.environ.get("VLMEM_DEBUG", "") not in ("", "0")}
+
+# -- shared option types ------------------------------------------------------
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: --set train.lr=5e-6 (repeatable).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output dataset folder.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset folder.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (question sampling, synthetic scenes).")]
+FramesOpt = Annotated[int, typer.Option("--frames", help="Frames sampled uniformly from each video.")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+# -- recipe -------------------------------------------------------------------
+@recipe_app.command("ls")
+def recipe_ls() -> None:
+    """List the shipped recipes with a one-line description.
+
+    Example: vlmem recipe ls
+    """
+    from vlmem.recipe.load import load_recipe, shipped_recipes_dir
+
+    root = shipped_recipes_dir()
+    table = Table("recipe", "description", title=f"recipes in {root}")
+    for path in sorted(root.rglob("*.toml")):
+        try:
+            description = load_recipe(path).run.description
+        except VlmemError as exc:
+            description = Text(f"invalid: {str(exc).splitlines()[0]}", style="red")
+        table.add_row(str(path.relative_to(root)), description)
+    console.print(table)
+
+
+@recipe_app.command("show")
+def recipe_show(recipe: Annotated[str, typer.Argument(help="Recipe file or shipped name (tiny/phase1).")],
+                set_: SetOpt = None) -> None:
+    """Print the fully resolved recipe (defaults + base + recipe + --set) as TOML.
+
+    Example: vlmem recipe show tiny/phase1 --set train.lr=5e-6
+    """
+    from vlmem.recipe import load_recipe, recipe_hash, recipe_to_toml
+
+    r = load_recipe(recipe, set_ or [])
+    sys.stdout.write(f"# hash = {recipe_hash(r)}\n" + recipe_to_toml(r))
+
+
+@recipe_app.command("validate")
+def recipe_validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files or shipped names.")],
+                    set_: SetOpt = None) -> None:
+    """Check recipes without loading any weights or data; exit 2 if any is invalid.
+
+    Example: vlmem recipe validate recipes/*.toml recipes/*/*.toml
+    """
+    from vlmem.recipe import load_recipe
+    from vlmem.recipe.load import ablation_variants
+
+    failures = []
+    for name in recipes:
+        try:
+            r = load_recipe(name, set_ or [])
+            n = len(ablation_variants(r, name))
+            console.print(f"[green]ok[/green] {name}" + (f" ({n} ablation variants)" if n > 1 else ""))
+        except VlmemError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise _Invalid("\n".join(failures))
+
+
+class _Invalid(VlmemError):
+    exit_code = EXIT_USAGE
+
+
+# -- train ----------------------------------------------------------------------
+def phase_overrides(recipe_path: str, phase: int | None, set_: list[str]) -> list[str]:
+    """`--phase N` on a recipe of another phase: a run `<name>-phaseN` that starts from phase N-1's run."""
+    from vlmem.recipe import load_recipe
+
+    if phase is None:
+        return list(set_)
+    base = load_recipe(recipe_path, set_)
+    if phase == base.train.phase:
+        return list(set_)
+    if phase not in (0, 1, 2, 3):
+        raise _Invalid(f"--phase {phase}: valid phases are 0, 1, 2, 3")
+    name = base.run.name
+    prev = name if phase - 1 == base.train.phase else f"{name}-phase{phase - 1}"
+    extra = [f"train.phase={phase}", f'run.name="{name}-phase{phase}"', 'run.output_dir=""']
+    if not any(s.startswith("train.init_from=") for s in set_):
+        extra.append(f'train.init_from="runs/{prev}"')
+    if not any(s.startswith("train.trainable=") for s in set_):
+        extra.append("train.trainable=[]")  # the phase's own component set
+    return [*set_, *extra]  # the phase's run name wins over a --set run.name (it names the base run)
+
+
+@app.command("train")
+def train_cmd(
+    recipe: Annotated[str, typer.Argument(help="Recipe file or shipped name (tiny/phase1).")],
+    phase: Annotated[int | None, typer.Option(help="Train this phase instead of the recipe's (continues from the "
+                                                   "previous phase's run).")] = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from checkpoints/last.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print trainable/total parameters per component and exit.")] = False,
+) -> None:
+    """Train a recipe (one process here, or many under `accelerate launch -m vlmem train ...`).
+
+    Examples:
+
+      vlmem train recipes/tiny/phase1.toml
+
+      vlmem train recipes/tiny/phase1.toml --phase 2
+
+      vlmem train recipes/tiny/phase1.toml --resume --set train.max_steps=400
+    """
+    from vlmem.recipe import load_recipe
+    from vlmem.train.loop import train
+
+    overrides = phase_overrides(recipe, phase, set_ or [])
+    r = load_recipe(recipe, overrides)
+    train(r, resume=resume, dry_run=dry_run, overrides=tuple(overrides))
+
+
+# -- eval -----------------------------------------------------------------------
+RunOpt = Annotated[Path | None, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")]
+PredOpt = Annotated[Path | None, typer.Option("--predictions", help="Score this jsonl/parquet/lmms-eval log instead "
+                                                                    "of running a model.")]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset folder (default: the recipe's data.root).")]
+EvalOutOpt = Annotated[Path | None, typer.Option("--out", help="Report folder (default: RUN/eval).")]
+EvalFramesOpt = Annotated[int, typer.Option("--frames", help="Frames per video (default: the recipe's).")]
+MaxSamplesOpt = Annotated[int, typer.Option("--max-samples", help="Evaluate only the first N questions (0 = all).")]
+
+
+def _eval(benchmark: str, run: Path | None, predictions: Path | None, data: Path | None, out: Path | None,
+          frames: int, max_samples: int) -> None:
+    if (run is None) == (predictions is None):
+        raise _Invalid("give exactly one of --run RUN (generate answers) or --predictions FILE (score a file)")
+    if predictions is not None:
+        from vlmem.eval.report import score_predictions_file
+
+        result = score_predictions_file(predictions, benchmark, out or predictions.parent, console=console)
+    else:
+        from vlmem.eval.generate import evaluate_run
+
+        result = evaluate_run(run, benchmark, data=data, frames=frames, out=out, max_samples=max_samples,
+                              console=console)
+    console.print(f"wrote {', '.join(result.get('report_files', {}).values())}")
+
+
+@eval_app.command("vsibench")
+def eval_vsibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
+                      frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0) -> None:
+    """VSI-Bench: official prompts, greedy answers (16 tokens), official scoring (MC accuracy, MRA), x100.
+
+    Examples:
+
+      vlmem eval vsibench --run runs/tiny-phase1
+
+      vlmem eval vsibench --predictions preds.jsonl --out reports/
+    """
+    _eval("vsibench", run, predictions, data, out, frames, max_samples)
+
+
+@eval_app.command("vstibench")
+def eval_vstibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
+                       frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0) -> None:
+    """VSTI-Bench (VLM-3R's camera/temporal benchmark): MC accuracy + MRA, plain mean over 10 types.
+
+    Example: vlmem eval vstibench --run runs/tiny-phase1
+    """
+    _eval("vstibench", run, predictions, data, out, frames, max_samples)
+
+
+@eval_app.command("qa")
+def eval_qa_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
+                frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0) -> None:
+    """Open QA (PixMo style): exact match and token F1 with SQuAD normalisation.
+
+    Example: vlmem eval qa --run runs/trm
+    """
+    _eval("qa", run, predictions, data, out, frames, max_samples)
+
+
+# -- ablate -----------------------------------------------------------------------
+@app.command("ablate")
+def ablate_cmd(
+    recipe: Annotated[str, typer.Argument(help="Ablation recipe (recipes/ablate/NAME.toml).")],
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [ablate.quick] overrides (fewer "
+                                                        "steps / samples) for a fast check.")] = False,
+    max_eval_samples: MaxSamplesOpt = 0,
+) -> None:
+    """Train and evaluate every variant of an ablation grid; write ablation.csv, ablation.md and a plot.
+
+    Finished variants are skipped, interrupted ones resumed: re-run the same command to continue.
+
+    Examples:
+
+      vlmem ablate recipes/ablate/memory_components.toml --quick
+
+      vlmem ablate recipes/ablate/memory_sizes.toml --set train.max_steps=100
+    """
+    from vlmem.ablate import run_ablation
+
+    out = run_ablation(recipe, set_ or [], quick=quick, max_eval_samples=max_eval_samples)
+    console.print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.md'}, {out / 'ablation.png'}")
+
+
+# -- export -----------------------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (runs/NAME).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write.")],
+    merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Merge LoRA adapters into the LM weights.")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32 | bf16 | fp16 for the saved weights.")] = "fp32",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write safetensors weights, config, tokenizer, recipe lock and a model card, loadable by eval/inspect-memory.
+
+    Example: vlmem export --run runs/tiny-phase1 --out exported/tiny-phase1 --dtype bf16
+    """
+    from vlmem.export import export_run
+
+    path = export_run(run, out, merge_lora=merge_lora, dtype=dtype, overwrite=overwrite)
+    console.print(f"exported {run} -> {path}")
+
+
+# -- prepare-data ---------------------------------------------------------------
+def _summarise(manifest: dict, out: Path) -> None:
+    counts = manifest.get("counts", {})
+    table = Table("question_type", "questions", title=f"{manifest.get('source')} -> {out}")
+    for qtype, n in sorted(counts.get("by_question_type", {}).items()):
+        table.add_row(qtype, str(n))
+    console.print(table)
+    skipped = counts.get("skipped", 0)
+    line = f"converted {counts.get('scenes', 0)} scenes, {counts.get('questions', 0)} questions"
+    console.print(line + (f", skipped {skipped}: see {out / 'manifest.json'}" if skipped else ""))
+
+
+@prepare_app.command("synthetic")
+def prepare_synthetic_cmd(
+    out: OutOpt = Path("data/synth"),
+    scenes: Annotated[int, typer.Option(help="Number of rooms.", min=1)] = 24,
+    frames: Annotated[int, typer.Option(help="Frames per video.", min=1)] = 32,
+    size: Annotated[int, typer.Option(help="Frame width and height in pixels.", min=8)] = 64,
+    seed: SeedOpt = 0,
+    walk: Annotated[str, typer.Option(help="Camera path: sweep (objects pass through view once) or orbit.")] = "sweep",
+    categories: Annotated[str, typer.Option(help="Comma-separated object categories (default: all).")] = "",
+    eval_fraction: Annotated[float, typer.Option(help="Fraction of scenes held out as the eval split.")] = 0.25,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Procedural rooms rendered to videos + depth + poses, with VSI-Bench-style questions. No downloads.
+
+    Example: vlmem prepare-data synthetic --out data/synth --scenes 24 --frames 32 --size 64
+    """
+    from vlmem.data.synthetic import prepare_synthetic
+
+    cats = [c.strip() for c in categories.split(",") if c.strip()] or None
+    manifest = prepare_synthetic(out, scenes=scenes, frames=frames, size=size, seed=seed, categories=cats, walk=walk,
+                                 overwrite=overwrite, eval_fraction=eval_fraction)
+    _summarise(manifest, out)
+
+
+@prepare_app.command("vsibench-meta")
+def prepare_vsibench_meta_cmd(
+    meta: Annotated[list[Path], typer.Option("--meta", help="VSI-Bench meta_info JSON (repeatable).")],
+    out: OutOpt,
+    videos: Annotated[Path | None, typer.Option(help="Folder with <scene>.mp4 or <dataset>/<scene>.mp4.")] = None,
+    seed: SeedOpt = 0,
+    split: Annotated[str, typer.Option(help="Split name written to qa.parquet.")] = "train",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Scenes from VSI-Bench meta_info JSON -> training questions (videos optional).
+
+    Example: vlmem prepare-data vsibench-meta --meta scannet_meta_info_val.json --out data/vsimeta
+    """
+    from vlmem.data.vsibench_meta import prepare_vsibench_meta
+
+    manifest = prepare_vsibench_meta(meta, out, videos=videos, overwrite=overwrite, seed=seed, split=split)
+    _summarise(manifest, out)
+
+
+@prepare_app.command("scannet")
+def prepare_scannet_cmd(
+    root: Annotated[Path, typer.Option(help="ScanNet folder containing scans/<scene>/ (or the scans/ folder).")],
+    out: OutOpt,
+    frames: FramesOpt = 32,
+    seed: SeedOpt = 0,
+    split: Annotated[str, typer.Option(help="Split name written to qa.parquet.")] = "train",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """ScanNet scans (.sens, axisAlignment, aggregation/segs/ply) -> videos, geometry, scenes, questions.
+
+    Example: vlmem prepare-data scannet --root /data/scannet --out data/scannet
+    """
+    from vlmem.data.scannet import prepare_scannet
+
+    _summarise(prepare_scannet(root, out, frames=frames, overwrite=overwrite, seed=seed, split=split), out)
+
+
+@prepare_app.command("arkitscenes")
+def prepare_arkitscenes_cmd(
+    root: Annotated[Path, typer.Option(help="ARKitScenes raw/3dod split folder with <video_id>/ folders.")],
+    out: OutOpt,
+    frames: FramesOpt = 32,
+    seed: SeedOpt = 0,
+    split: Annotated[str, typer.Option(help="Split name written to qa.parquet.")] = "train",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """ARKitScenes 3dod (lowres_wide, depth, .pincam, .traj, 3dod annotation) -> the same dataset folder.
+
+    Example: vlmem prepare-data arkitscenes --root /data/ARKitScenes/3dod/Validation --out data/arkit
+    """
+    from vlmem.data.arkitscenes import prepare_arkitscenes
+
+    _summarise(prepare_arkitscenes(root, out, frames=frames, overwrite=overwrite, seed=seed, split=split), out)
+
+
+@prepare_app.command("vsibench")
+def prepare_vsibench_cmd(
+    parquet: Annotated[Path, typer.Option(help="VSI-Bench test parquet.")],
+    videos: Annotated[Path, typer.Option(help="Folder with {dataset}/{scene_name}.mp4.")],
+    out: OutOpt,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """The VSI-Bench benchmark (parquet + videos) as an eval dataset folder.
+
+    Example: vlmem prepare-data vsibench --parquet test.parquet --videos VSI-Bench/ --out data/vsibench
+    """
+    from vlmem.data.vsibench import prepare_vsibench
+
+    _summarise(prepare_vsibench(parquet, videos, out, overwrite=overwrite), out)
+
+
+@prepare_app.command("pixmo")
+def prepare_pixmo_cmd(
+    parquet: Annotated[Path, typer.Option(help="pixmo-cap or pixmo-ask-model-anything parquet.")],
+    images: Annotated[Path, typer.Option(help="Folder of the downloaded images.")],
+    out: OutOpt,
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """PixMo captions / open QA with locally available images -> open-QA rows.
+
+    Example: vlmem prepare-data pixmo --parquet pixmo-cap.parquet --images /data/pixmo --out data/pixmo
+    """
+    from vlmem.data.pixmo import prepare_pixmo
+
+    _summarise(prepare_pixmo(parquet, images, out, overwrite=overwrite, seed=seed), out)
+
+
+@prepare_app.command("vlm3r")
+def prepare_vlm3r_cmd(
+    json_path: Annotated[Path, typer.Option("--json", help="VLM-3R-DATA LLaVA-style JSON.")],
+    videos: Annotated[Path, typer.Option(help="Folder the records' `video` paths are relative to.")],
+    out: OutOpt,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """VLM-3R-DATA records (id, scene_name, question_type, video, conversations) -> rows.
+
+    Example: vlmem prepare-data vlm3r --json vsibench_train.json --videos /data/vlm3r --out data/vlm3r
+    """
+    from vlmem.data.vlm3r import prepare_vlm3r
+
+    _summarise(prepare_vlm3r(json_path, videos, out, overwrite=overwrite), out)
+
+
+# -- entry point ----------------------------------------------------------------
+def _click_exceptions(name: str) -> tuple[type, ...]:
+    """Typer vendors click (typer._click) in recent releases; older ones use click itself."""
+    found = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        _state["debug"] = True
+    exit_exc, abort_exc, click_exc = (_click_exceptions(n) for n in ("Exit", "Abort", "ClickException"))
+    try:
+        result = app(args=argv, prog_name="vlmem", standalone_mode=False)
+        if isinstance(result, int) and result:  # click returns the exit code of --help / no-args handling
+            return result
+    except exit_exc as exc:
+        return exc.exit_code
+    except abort_exc:
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+    except click_exc as exc:
+        exc.show()
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+    except VlmemError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+        return exit_code_for(exc)
+    except Exception as exc:  # a bug, not a user mistake: say so, keep the traceback one flag away
+        if _state["debug"]:
+            traceback.print_exc()
+        else:
+            err_console.print(Text.assemble(("internal error: ", "bold red"), f"{type(exc).__name__}: {exc}\n"
+                              "(run with --debug for the traceback, and please report it)"), highlight=False)
+        return exit_code_for(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

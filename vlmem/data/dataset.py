@@ -1,0 +1,233 @@
+"""qa.parquet -> samples -> batches.
+
+A sample is one question about one video: `frames` frames sampled uniformly
+(lmms-eval / VLM-3R style), optional sensor geometry at those frames, and the
+token layout `[frame tokens][question tokens][answer tokens]` where the frame
+tokens are inserted by the model and the labels are -100 everywhere but the
+answer (+ EOS).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from vlmem.errors import DataError, UsageError
+
+IGNORE_INDEX = -100
+
+
+def build_prompt(row: dict) -> str:
+    """VSI-Bench's own prompt for mc/numeric rows; the bare question for open QA."""
+    from vlmem.eval.vsibench import build_vsibench_prompt
+
+    if row["answer_kind"] == "open":
+        return row["question"]
+    options = list(row["options"]) if row["answer_kind"] == "mc" and row["options"] is not None else None
+    return build_vsibench_prompt(row["question"], options)
+
+
+def read_qa_table(root: Path, split: str | None = None, question_types=(), max_samples: int = 0) -> list[dict]:
+    root = Path(root)
+    path = root / "qa.parquet"
+    if not path.is_file():
+        hint = "run `vlmem prepare-data synthetic --out " + str(root) + "` first" if not root.exists() else \
+            "is this a `vlmem prepare-data` folder?"
+        raise UsageError(f"{path} not found: {hint}")
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: cannot read parquet ({exc})") from None
+    for col in ("id", "question_type", "question", "ground_truth"):
+        if rows and col not in rows[0]:
+            raise DataError(f"{path}: missing column {col!r}")
+    for r in rows:  # VSI-Bench's own parquet: int ids, no answer_kind/video/split columns
+        r["id"] = str(r["id"])
+        r.setdefault("answer_kind", "mc" if r.get("options") is not None and len(r["options"]) else "numeric")
+        r.setdefault("split", "eval")
+        r.setdefault("video", f"videos/{r.get('scene_name')}.mp4")
+    if split:
+        rows = [r for r in rows if r["split"] == split]
+    if question_types:
+        rows = [r for r in rows if r["question_type"] in set(question_types)]
+    if max_samples:
+        rows = rows[:max_samples]
+    if not rows:
+        raise DataError(f"{path}: no rows for split={split!r}" + (f", question_types={list(question_types)}" if question_types else ""))
+    return rows
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+@dataclass
+class SampleSpec:
+    frames: int
+    image_size: int
+    geometry: str = "none"  # "sensor" | "cached" | "none"
+    cached_dir: str = ""
+
+
+class QADataset(torch.utils.data.Dataset):
+    """Rows of one split with their videos; decoded videos are kept in a small LRU cache."""
+
+    def __init__(self, root: Path, rows: list[dict], spec: SampleSpec, tokenizer=None, cache_videos: int = 64):
+        self.root = Path(root)
+        self.rows = rows
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self._videos = _LRU(cache_videos)
+        self._geometry = _LRU(cache_videos)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- validation up front (never fail an hour into training) ---------------
+    def validate(self) -> None:
+        from vlmem.data.video import video_num_frames
+
+        problems = []
+        for video in sorted({r["video"] for r in self.rows}):
+            path = self.root / video
+            if not path.exists():
+                problems.append(f"{path}: video missing")
+                continue
+            if self.spec.geometry == "sensor":
+                gpath = self._geometry_path(video)
+                if not gpath.is_file():
+                    problems.append(f"{gpath}: no sensor geometry for {video} but model.geometry.source = 'sensor' "
+                                    "(use a dataset with depth + poses, or set model.geometry.source = 'none')")
+            if self.spec.geometry == "cached":
+                cdir = Path(self.spec.cached_dir)
+                stem = Path(video).stem
+                if not any((cdir / f"{stem}{ext}").is_file() for ext in (".pt", ".safetensors")):
+                    problems.append(f"{cdir}/{stem}.pt: no cached geometry features for {video}")
+            n = video_num_frames(path) if path.is_file() else len(list(path.iterdir()))
+            if n == 0:
+                problems.append(f"{path}: has no frames")
+        if problems:
+            more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
+            raise DataError(f"dataset {self.root} is not usable for this recipe:\n  - " + "\n  - ".join(problems[:10]) + more)
+
+    def _geometry_path(self, video: str) -> Path:
+        return self.root / "geometry" / f"{Path(video).stem}.safetensors"
+
+    # -- loading -------------------------------------------------------------
+    def _frames(self, video: str) -> tuple[torch.Tensor, np.ndarray]:
+        from vlmem.data.video import read_frames, sample_frame_indices, video_num_frames
+
+        def load():
+            path = self.root / video
+            n = video_num_frames(path)
+            idx = sample_frame_indices(n, self.spec.frames)
+            frames = torch.from_numpy(np.ascontiguousarray(read_frames(path, idx))).permute(0, 3, 1, 2)  # [T,3,H,W]
+            size = self.spec.image_size
+            if frames.shape[-1] != size or frames.shape[-2] != size:
+                frames = F.interpolate(frames.float(), size=(size, size), mode="bilinear", align_corners=False,
+                                       antialias=True).round().clamp(0, 255).to(torch.uint8)
+            return frames, idx
+
+        return self._videos.get_or(video, load)
+
+    def _sensor_geometry(self, video: str, idx: np.ndarray, src_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        def load():
+            path = self._geometry_path(video)
+            try:
+                g = load_file(str(path))
+            except Exception as exc:
+                raise DataError(f"{path}: cannot read geometry ({exc})") from None
+            for key in ("poses", "intrinsics", "depth"):
+                if key not in g:
+                    raise DataError(f"{path}: missing tensor {key!r} (expected poses, intrinsics, depth)")
+            n = g["poses"].shape[0]
+            sel = torch.as_tensor(np.clip(idx, 0, n - 1))
+            depth = g["depth"][sel].float()
+            intr = g["intrinsics"][sel].float() if g["intrinsics"].dim() == 3 else g["intrinsics"].float().expand(len(sel), 3, 3)
+            size = self.spec.image_size
+            h, w = depth.shape[-2:]
+            if (h, w) != (size, size):  # nearest keeps depth edges; intrinsics follow the resize
+                depth = F.interpolate(depth[:, None], size=(size, size), mode="nearest")[:, 0]
+                scale = torch.tensor([size / w, size / h, 1.0]).view(1, 3, 1)
+                intr = intr * scale
+            return {"depth": depth, "intrinsics": intr, "poses": g["poses"][sel].float()}
+
+        return self._geometry.get_or(video, load)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        frames, idx = self._frames(row["video"])
+        sample = {"id": row["id"], "frames": frames, "row": row}
+        if self.spec.geometry == "sensor":
+            sample["geometry"] = self._sensor_geometry(row["video"], idx, tuple(frames.shape[-2:]))
+        elif self.spec.geometry == "cached":
+            from vlmem.geometry import (
+                find_cached_geometry,
+                load_cached_geometry,
+                select_frames,
+                uniform_frame_indices,
+            )
+
+            path = find_cached_geometry(Path(self.spec.cached_dir), Path(row["video"]).stem)
+            feats = self._geometry.get_or(str(path), lambda: load_cached_geometry(path))
+            n = feats["patch_tokens"].shape[0]
+            sample["geometry"] = select_frames(feats, uniform_frame_indices(n, self.spec.frames))
+        if self.tokenizer is not None:
+            sample.update(tokenize(self.tokenizer, build_prompt(row), row["ground_truth"]))
+        return sample
+
+
+def tokenize(tokenizer, prompt: str, answer: str | None) -> dict[str, torch.Tensor]:
+    """Prompt (+ answer + EOS) ids; labels mask the prompt. `answer=None` -> generation input."""
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None and not getattr(tokenizer, "chat_template", None):
+        prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
+    if answer is None:
+        ids = torch.tensor(prompt_ids, dtype=torch.long)
+        return {"input_ids": ids, "labels": torch.full_like(ids, IGNORE_INDEX)}
+    answer_ids = tokenizer(str(answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = torch.tensor(prompt_ids + answer_ids, dtype=torch.long)
+    labels = torch.tensor([IGNORE_INDEX] * len(prompt_ids) + answer_ids, dtype=torch.long)
+    return {"input_ids": ids, "labels": labels}
+
+
+def collate(samples: list[dict], pad_id: int = 0, padding_side: str = "right") -> dict:
+    """Stack frames/geometry; pad text (left padding for generation)."""
+    batch: dict = {"ids": [s["id"] for s in samples], "rows": [s["row"] for s in samples],
+                   "frames": torch.stack([s["frames"] for s in samples])}
+    if "geometry" in samples[0]:
+        batch["geometry"] = {k: torch.stack([s["geometry"][k] for s in samples]) for k in samples[0]["geometry"]}
+    if "input_ids" in samples[0]:
+        length = max(len(s["input_ids"]) for s in samples)
+        ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(samples), length), dtype=torch.long)
+        for b, s in enumerate(samples):
+            n = len(s["input_ids"])
+            sl = slice(length - n, length) if padding_side == "left" else slice(0, n)
+            ids[b, sl], labels[b, sl], mask[b, sl] = s["input_ids"], s["labels"], 1
+        batch.update(input_ids=ids, labels=labels, attention_mask=mask)
+    return batch

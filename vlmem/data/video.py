@@ -1,0 +1,221 @@
+"""Video IO: H.264 writing (PyAV), frame reading (decord, PyAV fallback, image folders), frame sampling.
+
+Sampling follows lmms-eval / VLM-3R exactly: `uniform` is
+`np.linspace(0, num_frames - 1, n, dtype=int)`, i.e. evenly spaced float positions
+TRUNCATED (not rounded) to ints; a video shorter than `n` frames repeats indices
+instead of failing. `stream` is a contiguous window `[start, start + n)`.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from vlmem.errors import DataError, UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SAMPLING_MODES = ("uniform", "stream")
+
+
+# -- sampling -----------------------------------------------------------------
+def sample_frame_indices(num_frames: int, n: int, mode: str = "uniform", start: int = 0) -> np.ndarray:
+    """Indices of `n` frames out of `num_frames` (int64, non-decreasing, all in range).
+
+    uniform: `np.linspace(0, num_frames - 1, n, dtype=int)` as lmms-eval's `load_video`
+             (truncation toward zero); fewer frames than `n` repeats indices.
+    stream:  the contiguous window `start, start + 1, ..., start + n - 1`; `start` is
+             clamped so the window fits; a video shorter than `n` repeats its last frame.
+    """
+    num_frames, n = int(num_frames), int(n)
+    if n < 1:
+        raise UsageError(f"cannot sample {n} frames: need at least 1")
+    if num_frames < 1:
+        raise DataError("cannot sample frames from a video with no frames")
+    if mode == "uniform":
+        return np.linspace(0, num_frames - 1, n, dtype=int).astype(np.int64)
+    if mode == "stream":
+        start = min(max(int(start), 0), max(num_frames - n, 0))
+        return np.minimum(np.arange(start, start + n, dtype=np.int64), num_frames - 1)
+    raise UsageError(f"unknown frame sampling mode {mode!r}: expected one of {SAMPLING_MODES}")
+
+
+# -- writing ------------------------------------------------------------------
+def write_video(path: Path, frames: np.ndarray, fps: float = 8.0, crf: int = 10, preset: str = "medium") -> Path:
+    """Write uint8 RGB frames [F, H, W, 3] to an H.264 (yuv420p) mp4, atomically.
+
+    yuv420p needs even sizes: an odd height/width is padded by repeating the last
+    row/column, so the decoded video is then 1 px larger. `crf` 10 keeps flat colours
+    within a few levels. Returns `path`.
+    """
+    import av
+
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise UsageError(f"write_video({path}): expected frames [F, H, W, 3] with F >= 1, got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise UsageError(f"write_video({path}): expected uint8 frames, got {frames.dtype}")
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix or '.mp4'}")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            stream.codec_context.thread_count = 1
+            for img in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# -- reading ------------------------------------------------------------------
+def _decord():
+    try:
+        import decord
+    except ImportError:
+        return None
+    return decord
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: video not found")
+
+
+def video_num_frames(path: Path) -> int:
+    """Frames in a video file (decord, else PyAV) or image files in a frame folder."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        return len(_image_files(path))
+    decord = _decord()
+    if decord is not None:
+        try:
+            return len(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1))
+        except Exception as exc:  # decord raises DECORDError / RuntimeError on corrupt files
+            raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+    return _av_num_frames(path)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _av_num_frames(path: Path) -> int:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+
+
+def _check_indices(path: Path, indices: np.ndarray, total: int) -> None:
+    if len(indices) and (indices.min() < 0 or indices.max() >= total):
+        raise DataError(f"{path}: frame indices {indices.min()}..{indices.max()} out of range for {total} frames")
+
+
+def read_frames(path: Path, indices, backend: str | None = None) -> np.ndarray:
+    """Frames `indices` of a video (or of a folder of .jpg/.png, sorted by name) as uint8 [n, H, W, 3].
+
+    backend: "decord", "av" or None (decord when importable, else PyAV).
+    A missing, corrupt or too-short input raises DataError naming the file.
+    """
+    path = Path(path)
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    _check_exists(path)
+    if path.is_dir():
+        return _read_image_folder(path, indices)
+    if backend not in (None, "decord", "av"):
+        raise UsageError(f"unknown video backend {backend!r}: expected 'decord' or 'av'")
+    decord = _decord() if backend in (None, "decord") else None
+    if backend == "decord" and decord is None:
+        raise UsageError("video backend 'decord' requested but decord is not installed")
+    if decord is not None:
+        try:
+            vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+        _check_indices(path, indices, len(vr))
+        try:
+            return vr.get_batch(indices.tolist()).asnumpy()
+        except Exception as exc:
+            raise DataError(f"{path}: cannot decode frames ({_short(exc)})") from None
+    return _read_av(path, indices)
+
+
+def _read_av(path: Path, indices: np.ndarray) -> np.ndarray:
+    import av
+
+    wanted = set(indices.tolist())
+    last = int(indices.max()) if len(indices) else -1
+    decoded: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            count = 0
+            for i, frame in enumerate(container.decode(stream)):
+                count = i + 1
+                if i in wanted:
+                    decoded[i] = frame.to_ndarray(format="rgb24")
+                if i >= last:
+                    break
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+    if len(indices) and last >= count:
+        raise DataError(f"{path}: frame indices {indices.min()}..{last} out of range for {count} frames")
+    if not len(indices):
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return np.stack([decoded[i] for i in indices.tolist()])
+
+
+def _read_image_folder(folder: Path, indices: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    files = _image_files(folder)
+    if not files:
+        raise DataError(f"{folder}: no .jpg/.png frames in folder")
+    _check_indices(folder, indices, len(files))
+    out = []
+    for i in indices.tolist():
+        try:
+            with Image.open(files[i]) as img:
+                out.append(np.asarray(img.convert("RGB")))
+        except Exception as exc:
+            raise DataError(f"{files[i]}: cannot read image ({_short(exc)})") from None
+    if len({a.shape for a in out}) > 1:
+        raise DataError(f"{folder}: frames have different sizes")
+    return np.stack(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)

@@ -1,0 +1,103 @@
+"""`vlmem export`: a self-contained folder of what was trained.
+
+out/{model.safetensors, config.json, tokenizer/, recipe.lock.toml, README.md (model card)}
+plus adapter/ (PEFT format) when LoRA is kept separate. `vlmem eval` and
+`vlmem inspect-memory` accept the folder as --run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from vlmem.errors import UsageError
+from vlmem.train.checkpoint import MODEL_FILE, model_state, resolve_model_dir
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp32", overwrite: bool = False) -> Path:
+    from vlmem.runs import load_trained
+
+    run, out = Path(run), Path(out)
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists: pass --overwrite or choose another --out")
+    recipe, model, tokenizer = load_trained(run)
+    model_dir = resolve_model_dir(run)
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    components = set(config.get("components", []))
+    lora = bool(config.get("lora"))
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if lora and merge_lora:
+            model.lm = model.lm.merge_and_unload()
+            components = (components - {"lm_lora"}) | {"lm"}  # merged LM weights must be shipped
+        elif lora:
+            model.lm.save_pretrained(str(tmp / "adapter"))
+        state = model_state(model, recipe, components)
+        cast = DTYPES[dtype]
+        state = {k: (v.to(cast) if v.is_floating_point() else v) for k, v in state.items()}
+        save_file(state, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        shutil.copy(run / "recipe.lock.toml", tmp / "recipe.lock.toml")
+        exported = {**config, "lora": lora and not merge_lora, "components": sorted(components), "dtype": dtype,
+                    "exported_from": str(run), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "keys": len(state)}
+        (tmp / "config.json").write_text(json.dumps(exported, indent=2))
+        (tmp / "README.md").write_text(model_card(recipe, run, exported, state))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def model_card(recipe, run: Path, config: dict, state: dict) -> str:
+    m = recipe.model
+    n_params = sum(v.numel() for v in state.values())
+    lines = [
+        f"# {recipe.run.name}",
+        "",
+        recipe.run.description or "A vlmem memory-augmented VLM.",
+        "",
+        "## What was trained",
+        f"- phase {recipe.train.phase}, components {', '.join(config.get('components', []))}, step {config.get('step')}",
+        f"- vision: {m.vision.kind} ({m.vision.pretrained or 'tiny random-init stand-in, not a pretrained model'})",
+        f"- LM: {m.lm.kind} ({m.lm.pretrained or ('from the vision checkpoint' if m.lm.kind == 'from_vision_checkpoint' else 'tiny random-init stand-in')})",
+        f"- geometry: {m.geometry.source}; fusion: injection={m.fusion.position_injection}, "
+        f"alignment={m.fusion.viewpoint_alignment}, cross-attention={m.fusion.cross_attention}",
+        f"- memory: {m.memory.kind} (L_w={m.memory.L_w}, L_e={m.memory.L_e}, output={m.memory.output}); "
+        f"context_frames={m.context_frames or 'all'}",
+        f"- data: {recipe.data.root} ({recipe.data.frames} frames per video)",
+        f"- weights in this folder: {n_params:,} parameters in {len(state)} tensors ({config.get('dtype')})"
+        + ("; LoRA adapters in adapter/ (PEFT format)" if config.get("lora") else ""),
+        "",
+        "## Evaluation",
+    ]
+    evals = sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []
+    if not evals:
+        lines.append("Not evaluated yet (`vlmem eval vsibench --run <this folder>`).")
+    for path in evals:
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        overall = result.get("official", {}).get("overall", result.get("overall"))
+        lines.append(f"- {path.stem}: overall {overall}")
+    lines += ["", "## Use", "```", "vlmem eval vsibench --run <this folder> --data <dataset folder>",
+              "vlmem inspect-memory --run <this folder> --video <scene> --data <dataset folder>", "```", ""]
+    return "\n".join(lines)

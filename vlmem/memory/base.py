@@ -1,0 +1,244 @@
+"""Shared pieces of every memory: the tensor-only state, the base class, and the
+attention-over-a-buffer helpers used by the working / episodic / dual memories.
+
+Interface (DESIGN.md section 4):
+    state = mem.init_state(batch_size, device, dtype)
+    m, state = mem.step(h, state)            # h [B, N, D]
+    m, state, info = mem.step(h, state, return_info=True)
+    state = mem.reset(state, done)           # done [B] bool
+    outs, state = mem.scan(h, state)         # h [B, T, N, D]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlmem.errors import UsageError
+
+
+class MemoryState:
+    """Named tensors, each with the batch as its first dimension. Immutable by
+    convention: `step` returns a new state, the old one stays valid."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        object.__setattr__(self, "_tensors", dict(tensors))
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self.__dict__["_tensors"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("MemoryState is immutable; use state.replace(name=tensor)")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tensors
+
+    def keys(self):
+        return self._tensors.keys()
+
+    def items(self):
+        return self._tensors.items()
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self._tensors)
+
+    def replace(self, **tensors: torch.Tensor) -> MemoryState:
+        return MemoryState(**{**self._tensors, **tensors})
+
+    def detach(self) -> MemoryState:
+        """Cut the autograd graph (truncated backprop through time between chunks)."""
+        return MemoryState(**{k: v.detach() for k, v in self._tensors.items()})
+
+    def to(self, *args, **kwargs) -> MemoryState:
+        """Moves every tensor; dtype casts apply to floating tensors only."""
+        out = {}
+        for k, v in self._tensors.items():
+            out[k] = v.to(*args, **kwargs) if v.is_floating_point() else v.to(
+                *[a for a in args if not isinstance(a, torch.dtype)],
+                **{kk: vv for kk, vv in kwargs.items() if kk != "dtype"},
+            )
+        return MemoryState(**out)
+
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self._tensors.values())
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={tuple(v.shape)}:{str(v.dtype).replace('torch.', '')}"
+                         for k, v in self._tensors.items())
+        return f"MemoryState({body})"
+
+
+class Memory(nn.Module):
+    """Base class. Subclasses implement `init_state` and `_step`."""
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> MemoryState:
+        raise NotImplementedError
+
+    def _step(self, h: torch.Tensor, state: MemoryState, return_info: bool, inplace: bool = False):
+        """`inplace`: the state's buffers may be overwritten (only set by scan under no_grad)."""
+        raise NotImplementedError
+
+    def step(self, h: torch.Tensor, state: MemoryState, return_info: bool = False):
+        """One frame: `h` [B, N, D] -> `(m, state)` or `(m, state, info)`."""
+        if h.dim() != 3:
+            raise UsageError(f"{type(self).__name__}.step expects h of shape [B, N, D], got {tuple(h.shape)}")
+        m, state, info = self._step(h, state, return_info)
+        return (m, state, info) if return_info else (m, state)
+
+    def reset(self, state: MemoryState, done: torch.Tensor) -> MemoryState:
+        """Clear the state of the videos where `done` [B] is True; keep the others."""
+        done = done.to(torch.bool)
+        if done.dim() != 1:
+            raise UsageError(f"reset expects done of shape [B], got {tuple(done.shape)}")
+        if not bool(done.any()):
+            return state
+        any_t = next(iter(state.as_dict().values()), None)
+        if any_t is None:
+            return state
+        floats = [v for v in state.as_dict().values() if v.is_floating_point()]
+        dtype = floats[0].dtype if floats else None
+        fresh = self.init_state(done.shape[0], any_t.device, dtype)
+        out = {}
+        for k, old in state.items():
+            new = fresh.__getattr__(k).to(old.dtype) if k in fresh else torch.zeros_like(old)
+            if new.shape != old.shape:  # lazily sized buffers (tokens per frame) start as zeros
+                new = torch.zeros_like(old)
+            mask = done.to(old.device).view(-1, *([1] * (old.dim() - 1)))
+            out[k] = torch.where(mask, new, old)
+        return MemoryState(**out)
+
+    def scan(self, h: torch.Tensor, state: MemoryState | None = None, return_info: bool = False):
+        """Run `step` over frames: `h` [B, T, N, D] -> `(outs [B, T, N, D], state)`;
+        with `return_info` also a dict of info tensors stacked over T (dim 1)."""
+        if h.dim() != 4:
+            raise UsageError(f"{type(self).__name__}.scan expects h of shape [B, T, N, D], got {tuple(h.shape)}")
+        B, T = h.shape[:2]
+        if T == 0:
+            raise UsageError(f"{type(self).__name__}.scan got a video with zero frames (h.shape={tuple(h.shape)}); "
+                             "every video needs at least one frame")
+        if state is None:
+            state = self.init_state(B, h.device, h.dtype)
+        inplace = not torch.is_grad_enabled()
+        if inplace:  # buffers private to this scan: write slots in place instead of copying
+            state = MemoryState(**{k: v.clone() for k, v in state.items()})
+        outs, infos = [], []
+        for t in range(T):
+            m, state, info = self._step(h[:, t], state, return_info, inplace)
+            outs.append(m)
+            if return_info:
+                infos.append(info)
+        out = torch.stack(outs, 1)
+        if not return_info:
+            return out, state
+        return out, state, {k: torch.stack([i[k] for i in infos], 1) for k in infos[0]}
+
+    def aux_losses(self, state: MemoryState) -> dict[str, torch.Tensor]:
+        """Extra loss terms to add to the training loss (already weighted)."""
+        return {}
+
+
+# ---------------------------------------------------------------------------
+# Attention over a slot buffer with nn.MultiheadAttention's own weights.
+# Buffers hold projected keys / values: [B, H, L, N, hd] (L slots of N tokens).
+
+
+def project_q(mha: nn.MultiheadAttention, h: torch.Tensor) -> torch.Tensor:
+    """h [B, N, D] -> q [B, H, N, hd] with the module's query in-projection."""
+    D, H = mha.embed_dim, mha.num_heads
+    b = mha.in_proj_bias[:D] if mha.in_proj_bias is not None else None
+    q = F.linear(h, mha.in_proj_weight[:D], b)
+    return q.view(h.shape[0], h.shape[1], H, D // H).transpose(1, 2)
+
+
+def project_kv(mha: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, N, D] -> (k, v), each [B, H, N, hd]; done once, when x is written."""
+    D, H = mha.embed_dim, mha.num_heads
+    b = mha.in_proj_bias[D:] if mha.in_proj_bias is not None else None
+    kv = F.linear(x, mha.in_proj_weight[D:], b).view(x.shape[0], x.shape[1], 2, H, D // H)
+    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+def attend_buffer(mha: nn.MultiheadAttention, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor,
+                  fill: torch.Tensor, return_weights: bool = False):
+    """Multi-head attention of q [B, H, N, hd] over the first `fill[b]` slots of
+    k_buf / v_buf [B, H, L, N, hd]. Returns (out [B, N, D], slot_mass [B, L] or None).
+
+    Only the filled prefix (max fill in the batch) is read; a boolean mask is used
+    only when the fill counts differ. Videos with an empty buffer read out zeros."""
+    B, H, N, hd = q.shape
+    L, Nk = k_buf.shape[2], k_buf.shape[3]
+    lo, hi = (int(x) for x in torch.aminmax(fill))
+    D = H * hd
+    if hi == 0:
+        z = q.new_zeros(B, N, D)
+        return z, (q.new_zeros(B, L) if return_weights else None)
+    k = k_buf[:, :, :hi].reshape(B, H, hi * Nk, hd)
+    v = v_buf[:, :, :hi].reshape(B, H, hi * Nk, hd)
+    mask = None
+    if lo != hi:
+        valid = torch.arange(hi, device=fill.device)[None, :] < fill[:, None]  # [B, hi]
+        valid = valid | (fill[:, None] == 0)  # empty videos attend to zeros, zeroed below
+        mask = valid[:, :, None].expand(B, hi, Nk).reshape(B, 1, 1, hi * Nk)
+    p = mha.dropout if mha.training else 0.0
+    mass = None
+    if return_weights:
+        s = (q @ k.transpose(-1, -2)) * (hd ** -0.5)
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(s.float(), dim=-1).to(q.dtype)
+        mass = w.detach().float().view(B, H, N, hi, Nk).sum(-1).mean((1, 2))
+        mass = F.pad(mass, (0, L - hi))
+        if p > 0:
+            w = F.dropout(w, p)
+        o = w @ v
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    o = F.linear(o.transpose(1, 2).reshape(B, N, D), mha.out_proj.weight, mha.out_proj.bias)
+    if lo == 0:
+        o = torch.where((fill > 0).view(B, 1, 1), o, torch.zeros_like(o))
+        if mass is not None:
+            mass = mass * (fill > 0).view(B, 1)
+    return o, mass
+
+
+def write_slot(buf: torch.Tensor, slot: torch.Tensor, new: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Write new [B, H, N, hd] into slot[b] of buf [B, H, L, N, hd]; slot < 0 means no
+    write for that video. Copies the buffer unless `inplace` (scan under no_grad)."""
+    out = buf if inplace else buf.clone()
+    sel = slot >= 0
+    if bool(sel.all()):
+        out[torch.arange(buf.shape[0], device=buf.device), :, slot] = new.to(buf.dtype)
+    elif bool(sel.any()):
+        b = sel.nonzero().squeeze(1)
+        out[b, :, slot[b]] = new[b].to(buf.dtype)
+    return out
+
+
+def write_index(idx: torch.Tensor, slot: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """idx [B, L] long; set idx[b, slot[b]] = value[b] where slot[b] >= 0."""
+    L = idx.shape[1]
+    hit = torch.arange(L, device=idx.device)[None, :] == slot[:, None]
+    return torch.where(hit, value[:, None].to(idx.dtype), idx)
+
+
+def ensure_tokens(buf: torch.Tensor, n: int, dim: int, name: str) -> torch.Tensor:
+    """Buffers are created with 0 tokens per slot and sized at the first write."""
+    if buf.shape[dim] == n:
+        return buf
+    if buf.shape[dim] == 0:
+        shape = list(buf.shape)
+        shape[dim] = n
+        return buf.new_zeros(shape)
+    raise UsageError(f"{name}: tokens per frame changed from {buf.shape[dim]} to {n} within a video; "
+                     "reset the state or build it with init_state(..., tokens_per_frame=N)")
+
+
+def check_heads(dim: int, heads: int, key: str) -> None:
+    from vlmem.errors import ConfigError
+
+    if heads <= 0 or dim % heads != 0:
+        raise ConfigError(f"model.memory.{key}={heads} must be a positive divisor of the memory dim {dim}")

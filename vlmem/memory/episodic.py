@@ -1,0 +1,125 @@
+"""Episodic memory: `L_e` long-term entries, read by multi-head attention.
+
+    M_e = episodic_attention(Q=H_t, K=V=tokens of the entries in E_t)
+    write x_t (M_t by default, H_t with episodic_stores="input"):
+        if |E| < L_e: append
+        else:         replace argmax_j cos(vec(x_t), vec(E_j))   (flattened over N*D)
+
+Slots hold the projected keys/values (projected once, when written) and the unit
+vector of the raw entry (for the cosine rule). `e_idx` records the source frame.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlmem.errors import ConfigError
+from vlmem.memory.base import (
+    Memory,
+    MemoryState,
+    attend_buffer,
+    check_heads,
+    ensure_tokens,
+    project_kv,
+    project_q,
+    write_index,
+    write_slot,
+)
+
+
+def episodic_state(B: int, H: int, L: int, hd: int, N: int, device, dtype) -> dict[str, torch.Tensor]:
+    D = H * hd
+    return dict(
+        e_k=torch.zeros(B, H, L, N, hd, device=device, dtype=dtype),
+        e_v=torch.zeros(B, H, L, N, hd, device=device, dtype=dtype),
+        e_unit=torch.zeros(B, L, N * D, device=device, dtype=dtype),
+        e_fill=torch.zeros(B, dtype=torch.long, device=device),
+        e_idx=torch.full((B, L), -1, dtype=torch.long, device=device),
+    )
+
+
+def episodic_write(mha: nn.MultiheadAttention, x: torch.Tensor, st: MemoryState, L: int,
+                   write: torch.Tensor | None = None, inplace: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Write x [B, N, D] (append, or replace the most cosine-similar entry when full).
+    `write` [B] bool (salience gate) disables the write per video.
+    Returns (updated state fields, info: e_slot, e_replaced, e_replace_sim)."""
+    B, N, D = x.shape
+    e_unit = ensure_tokens(st.e_unit, N * D, 2, "episodic memory")
+    u = F.normalize(x.detach().reshape(B, N * D).float(), dim=-1).to(e_unit.dtype)
+    sims = torch.einsum("bld,bd->bl", e_unit.float(), u.float())  # [B, L]
+    valid = torch.arange(L, device=x.device)[None, :] < st.e_fill[:, None]
+    best_sim, best = sims.masked_fill(~valid, float("-inf")).max(-1)
+    full = st.e_fill >= L
+    slot = torch.where(full, best, st.e_fill)
+    if write is not None:
+        slot = torch.where(write, slot, torch.full_like(slot, -1))
+    replaced = full & (slot >= 0)
+    k, v = project_kv(mha, x)
+    upd = dict(
+        e_k=write_slot(ensure_tokens(st.e_k, N, 3, "episodic memory"), slot, k, inplace),
+        e_v=write_slot(ensure_tokens(st.e_v, N, 3, "episodic memory"), slot, v, inplace),
+        e_unit=write_slot(e_unit.unsqueeze(1).unsqueeze(3), slot, u[:, None, None], inplace).squeeze(3).squeeze(1),
+        e_fill=torch.clamp(st.e_fill + (slot >= 0).long(), max=L),
+        e_idx=write_index(st.e_idx, slot, st.t),
+    )
+    info = dict(e_slot=slot, e_replaced=replaced,
+                e_replace_sim=torch.where(replaced, best_sim, torch.zeros_like(best_sim)))
+    return upd, info
+
+
+class SalienceGate(nn.Module):
+    """Optional: score each frame (sigmoid of a linear map of its mean token); the
+    episodic write happens only where score > threshold. The written vector is
+    multiplied by score / score.detach() (value unchanged) so the gate gets gradients."""
+
+    def __init__(self, dim: int, threshold: float = 0.5):
+        super().__init__()
+        self.proj = nn.Linear(dim, 1)
+        self.threshold = threshold
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor):
+        s = torch.sigmoid(self.proj(h.mean(1))).squeeze(-1)  # [B]
+        x = x * (s / s.detach()).view(-1, 1, 1).to(x.dtype)
+        return s, s.detach() > self.threshold, x
+
+
+class EpisodicMemory(Memory):
+    """The episodic branch of DualMemory alone ("episodic only" ablation): output M_e.
+
+    Stores H_t: with no working branch the fused output would be M_e itself, which
+    starts at zero (empty buffer), so "fused" would only ever store read-outs of zeros."""
+
+    def __init__(self, dim: int, num_heads: int = 8, L_e: int = 32, dropout: float = 0.1,
+                 use_salience_gate: bool = False, salience_threshold: float = 0.5,
+                 tokens_per_frame: int | None = None):
+        super().__init__()
+        check_heads(dim, num_heads, "num_heads")
+        if L_e < 1:
+            raise ConfigError(f"model.memory.L_e={L_e} must be >= 1")
+        self.dim, self.num_heads, self.L_e = dim, num_heads, L_e
+        self.tokens_per_frame = tokens_per_frame
+        self.episodic_attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.salience_gate = SalienceGate(dim, salience_threshold) if use_salience_gate else None
+
+    def init_state(self, batch_size, device=None, dtype=None, tokens_per_frame=None) -> MemoryState:
+        N = tokens_per_frame or self.tokens_per_frame or 0
+        dtype = dtype or torch.get_default_dtype()
+        return MemoryState(t=torch.zeros(batch_size, dtype=torch.long, device=device),
+                           **episodic_state(batch_size, self.num_heads, self.L_e, self.dim // self.num_heads, N,
+                                            device, dtype))
+
+    def _step(self, h, state, return_info, inplace=False):
+        q = project_q(self.episodic_attention, h)
+        m, mass = attend_buffer(self.episodic_attention, q, state.e_k, state.e_v, state.e_fill, return_info)
+        x, write, sal = h, None, None
+        if self.salience_gate is not None:
+            sal, write, x = self.salience_gate(h, x)
+        upd, winfo = episodic_write(self.episodic_attention, x, state, self.L_e, write, inplace)
+        info = None
+        if return_info:
+            info = dict(e_fill=state.e_fill.clone(), e_attn=mass, e_frames=state.e_idx.clone(), **winfo)
+            if sal is not None:
+                info["salience"] = sal.detach()
+        return m, state.replace(t=state.t + 1, **upd), info

@@ -1,0 +1,1 @@
+"""Backbones, tokenizer and the MemoryVLM model."""

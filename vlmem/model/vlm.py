@@ -1,0 +1,163 @@
+"""MemoryVLM: frames -> vision -> 3D fusion -> memory -> projector -> pooling -> LM.
+
+Token layout `[frame tokens][question tokens][answer tokens]`, loss on answer
+tokens only. `context_frames` keeps the LM on the most recent frames; memory
+carries everything older. Each stage can be switched off by the recipe.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlmem.data.dataset import IGNORE_INDEX
+from vlmem.fusion import Fusion3D
+from vlmem.geometry import (
+    CAMERA_FEATURE_DIM,
+    SensorGeometryEncoder,
+    camera_features,
+    coordinate_scale,
+    depth_to_pointmap,
+    pool_points_to_grid,
+)
+from vlmem.memory import build_memory
+from vlmem.recipe.schema import ModelConfig
+
+
+def build_projector(kind: str, dim_in: int, dim_out: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(dim_in, dim_out)
+    return nn.Sequential(nn.Linear(dim_in, dim_out), nn.GELU(), nn.Linear(dim_out, dim_out))  # LLaVA mlp2x_gelu
+
+
+class MemoryVLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, vision: nn.Module, lm: nn.Module, projector: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = vision
+        self.lm = lm
+        dim = vision.hidden_size
+        self.grid = tuple(vision.grid)
+        geo, fus = cfg.geometry, cfg.fusion
+        any_fusion = geo.source != "none" and (fus.position_injection or fus.viewpoint_alignment or fus.cross_attention)
+        self.geometry_encoder = (SensorGeometryEncoder(CAMERA_FEATURE_DIM, geo.dim)
+                                 if any_fusion and geo.source == "sensor" else None)
+        self.fusion = Fusion3D(dim, geo.dim, geo.dim, fus.num_heads,
+                               position_injection=any_fusion and fus.position_injection,
+                               viewpoint_alignment=any_fusion and fus.viewpoint_alignment,
+                               cross_attention=any_fusion and fus.cross_attention,
+                               coordinate_gate=fus.coordinate_gate) if any_fusion else None
+        self.memory = build_memory(cfg.memory, dim)
+        lm_dim = lm.get_input_embeddings().embedding_dim
+        self.projector = projector if projector is not None else build_projector(cfg.projector, dim, lm_dim)
+
+    # -- stage 1: frames -> fused visual tokens (cacheable when frozen) ----------
+    def encode_frames(self, frames: torch.Tensor, geometry: dict | None = None) -> torch.Tensor:
+        """frames [B,T,3,H,W] uint8 -> fused tokens [B,T,N,D]."""
+        b, t = frames.shape[:2]
+        pixels = frames.flatten(0, 1).to(self.projector_dtype) / 255.0
+        tokens = self.vision(pixels)  # [B*T, N, D]
+        if self.fusion is not None:
+            tokens = self.fusion(tokens, **self._geometry_inputs(geometry, b, t, tokens.dtype))
+        return tokens.unflatten(0, (b, t))
+
+    def _geometry_inputs(self, geometry: dict | None, b: int, t: int, dtype) -> dict:
+        if geometry is None:
+            raise ValueError("this model fuses 3D geometry but the batch has none")
+        if self.cfg.geometry.source == "sensor":
+            depth, intr, poses = geometry["depth"], geometry["intrinsics"], geometry["poses"]
+            hw = tuple(depth.shape[-2:])
+            coords, valid, cams, scales = [], [], [], []
+            for i in range(b):  # pointmaps and scale are per video, relative to its first frame
+                points, ok = depth_to_pointmap(depth[i], intr[i], poses[i])
+                c, v = pool_points_to_grid(points, ok, self.grid)
+                coords.append(c)
+                valid.append(v)
+                cams.append(camera_features(poses[i], intr[i], image_size=hw))
+                scales.append(coordinate_scale(c, v).reshape(1).expand(t))
+            coords, valid = torch.cat(coords).to(dtype), torch.cat(valid)
+            cam, scale = torch.cat(cams).to(dtype), torch.cat(scales).to(dtype)
+            geo = self.geometry_encoder(coords, valid, cam, scale)
+            return {"coords": coords, "coords_valid": valid, "geo_tokens": geo["patch_tokens"],
+                    "cam": geo["camera_tokens"], "coord_scale": scale}
+        # cached encoder features (CUT3R / VGGT ...): [B,T,P,C] patch tokens + [B,T,1,C] camera tokens
+        patch = geometry["patch_tokens"].flatten(0, 1).to(dtype)
+        cam = geometry["camera_tokens"].flatten(0, 1).to(dtype)
+        return {"geo_tokens": patch, "cam": cam}
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    # -- stage 2: memory over frames -------------------------------------------
+    def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0) -> tuple[torch.Tensor, object]:
+        """tokens [B,T,N,D] -> tokens handed on [B,T,N,D] and the final state (for stats / aux losses)."""
+        b = tokens.shape[0]
+        state = self.memory.init_state(b, tokens.device, tokens.dtype)
+        chunk = tbptt_frames or tokens.shape[1]
+        outs = []
+        for start in range(0, tokens.shape[1], chunk):
+            if start:
+                state = state.detach()  # truncated BPTT: keep the state, cut the graph
+            out, state = self.memory.scan(tokens[:, start:start + chunk], state)
+            outs.append(out)
+        m = torch.cat(outs, dim=1)
+        return (tokens + m if self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none" else m), state
+
+    # -- stage 3: recent frames -> LM embeddings -------------------------------
+    def visual_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B,T,N,D] -> [B, C*N', D_lm] for the last `context_frames` frames, pooled spatially."""
+        c = self.cfg.context_frames or tokens.shape[1]
+        x = tokens[:, -c:]
+        if self.cfg.pool > 1:
+            b, t, n, d = x.shape
+            gh, gw = self.grid
+            x = x.reshape(b * t, gh, gw, d).permute(0, 3, 1, 2)
+            x = F.avg_pool2d(x, self.cfg.pool).flatten(2).transpose(1, 2).reshape(b, t, -1, d)
+        return self.projector(x.flatten(1, 2))
+
+    def assemble(self, visual: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 labels: torch.Tensor | None, padding_side: str = "right"):
+        """Per sample [visual; text-without-padding], padded as a whole (left for generation)."""
+        embed = self.lm.get_input_embeddings()
+        b, v = visual.shape[:2]
+        lengths = attention_mask.sum(1)
+        total = int(v + lengths.max())
+        text = embed(input_ids)
+        out = visual.new_zeros(b, total, visual.shape[-1])
+        mask = attention_mask.new_zeros(b, total)
+        lab = torch.full((b, total), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
+        for i in range(b):
+            keep = attention_mask[i].bool()
+            n = int(v + lengths[i])
+            start = total - n if padding_side == "left" else 0
+            out[i, start:start + v] = visual[i]
+            out[i, start + v:start + n] = text[i, keep]
+            mask[i, start:start + n] = 1
+            if labels is not None:
+                lab[i, start + v:start + n] = labels[i, keep]
+        return out, mask, (lab if labels is not None else None)
+
+    # -- training / inference ----------------------------------------------------
+    def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0):
+        """Returns (loss, logits, memory_state). Pass precomputed `tokens` to skip `encode_frames`."""
+        if tokens is None:
+            tokens = self.encode_frames(frames, geometry)
+        handed_on, state = self.run_memory(tokens, tbptt_frames)
+        visual = self.visual_embeds(handed_on)
+        embeds, mask, lab = self.assemble(visual, input_ids, attention_mask, labels)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=lab)
+        return out.loss, out.logits, state
+
+    @torch.no_grad()
+    def generate(self, frames, input_ids, attention_mask, geometry=None, max_new_tokens=16, eos_token_id=None,
+                 pad_token_id=0, tokens=None) -> torch.Tensor:
+        """Greedy decoding; returns the new token ids [B, <=max_new_tokens]."""
+        if tokens is None:
+            tokens = self.encode_frames(frames, geometry)
+        handed_on, _ = self.run_memory(tokens)
+        visual = self.visual_embeds(handed_on)
+        embeds, mask, _ = self.assemble(visual, input_ids, attention_mask, None, padding_side="left")
+        return self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                do_sample=False, eos_token_id=eos_token_id, pad_token_id=pad_token_id)

@@ -1,0 +1,268 @@
+"""TOML -> validated Recipe. Precedence: --set > recipe > base = "..." > defaults.
+
+All problems are collected and raised as one `ConfigError` naming the file,
+the key path, the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import BaseModel, ValidationError
+
+from vlmem.errors import ConfigError, UsageError
+from vlmem.recipe.schema import Recipe
+
+# Tables a recipe file may carry that are not part of the Recipe itself.
+_META_KEYS = ("base", "lock")
+
+
+def shipped_recipes_dir() -> Path:
+    """`recipes/` of the source checkout (beside the package)."""
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def find_recipe(name: str | Path) -> Path:
+    """A path as given, or a shipped recipe by relative name (`tiny/phase1`, `phase1.toml`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (shipped_recipes_dir() / path, shipped_recipes_dir() / f"{path}.toml"):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"recipe {str(name)!r} not found (not a file, not a shipped recipe: see `vlmem recipe ls`)")
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read recipe ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The recipe's table with its `base` chain merged in (base first)."""
+    path = path.resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"{path}: `base` inheritance loops: {chain}")
+    data = _read_toml(path)
+    data.pop("lock", None)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: `base` must be a path string relative to the recipe, got {base!r}")
+    base_path = (path.parent / base)
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base = {base!r} does not exist (looked for {base_path})")
+    return deep_merge(resolve_file(base_path, (*_seen, path)), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`key.path=value`; the value is read as a TOML value, else taken as a plain string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key.path=value, e.g. --set train.lr=5e-6")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key path")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of `loc`, for listing valid keys."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            owner = _section_for(loc)
+            section = ".".join(str(p) for p in loc[:-1]) or "top level"
+            valid = ", ".join(_valid_keys(owner)) if owner else "?"
+            problems.append(f"unknown key '{key}'; valid keys in [{section}]: {valid}")
+        elif err["type"] == "literal_error":
+            problems.append(f"{key} = {err['input']!r} is not allowed; {err['msg'].replace('Input should be', 'valid choices:')}")
+        else:
+            problems.append(f"{key} = {err['input']!r}: {err['msg']}")
+    return problems
+
+
+def check_combinations(recipe: Recipe) -> list[str]:
+    """Impossible combinations of otherwise valid values."""
+    problems = []
+    m, t = recipe.model, recipe.train
+    trainable = set(t.trainable) or default_trainable(t.phase)
+    if trainable == {"memory"} and m.memory.kind == "none":
+        problems.append(f"train.phase = {t.phase} trains only the memory, but model.memory.kind = 'none' (nothing to "
+                        "train): choose a memory kind, or set train.trainable")
+    if m.geometry.source == "none":
+        for stage in ("position_injection", "viewpoint_alignment", "cross_attention"):
+            if getattr(m.fusion, stage):
+                problems.append(f"model.fusion.{stage} = true needs geometry, but model.geometry.source = 'none': "
+                                f"set model.geometry.source = 'sensor' | 'cached' or model.fusion.{stage} = false")
+    if m.fusion.viewpoint_alignment and not m.fusion.cross_attention and m.geometry.source != "none":
+        problems.append("model.fusion.viewpoint_alignment = true needs model.fusion.cross_attention = true (the aligned "
+                        "geometry tokens are consumed only by the cross-attention): set viewpoint_alignment = false too")
+    if m.geometry.source == "cached":
+        if not m.geometry.cached_dir:
+            problems.append("model.geometry.source = 'cached' needs model.geometry.cached_dir (folder of <scene>.pt files)")
+        if m.fusion.position_injection:
+            problems.append("model.fusion.position_injection needs 3D coordinates, which cached encoder features do not "
+                            "carry: use model.geometry.source = 'sensor' or set position_injection = false")
+    if m.lm.kind == "from_vision_checkpoint" and (m.vision.kind != "llava_onevision" or not m.vision.pretrained):
+        problems.append("model.lm.kind = 'from_vision_checkpoint' needs model.vision.kind = 'llava_onevision' and "
+                        "model.vision.pretrained set")
+    if not m.vision.pretrained:
+        v = m.vision
+        if v.hidden_size % v.num_heads:
+            problems.append(f"model.vision.hidden_size = {v.hidden_size} is not divisible by model.vision.num_heads = {v.num_heads}")
+        if v.image_size % v.patch_size:
+            problems.append(f"model.vision.image_size = {v.image_size} is not divisible by model.vision.patch_size = {v.patch_size}")
+        if m.memory.kind in ("dual", "working", "episodic") and v.hidden_size % m.memory.num_heads:
+            problems.append(f"model.memory.num_heads = {m.memory.num_heads} does not divide the vision width "
+                            f"model.vision.hidden_size = {v.hidden_size}")
+        if m.memory.kind == "titans" and v.hidden_size % m.memory.titans_heads:
+            problems.append(f"model.memory.titans_heads = {m.memory.titans_heads} does not divide the vision width "
+                            f"model.vision.hidden_size = {v.hidden_size}")
+        if m.fusion.cross_attention and v.hidden_size % m.fusion.num_heads:
+            problems.append(f"model.fusion.num_heads = {m.fusion.num_heads} does not divide model.vision.hidden_size = {v.hidden_size}")
+        if (v.image_size // v.patch_size) % m.pool:
+            problems.append(f"model.pool = {m.pool} does not divide the patch grid side {v.image_size // v.patch_size}")
+    if not m.lm.pretrained:
+        lm = m.lm
+        if lm.hidden_size % lm.num_heads or lm.num_heads % lm.num_kv_heads:
+            problems.append(f"model.lm: hidden_size {lm.hidden_size}, num_heads {lm.num_heads}, num_kv_heads "
+                            f"{lm.num_kv_heads} must divide evenly (hidden % heads == 0, heads % kv_heads == 0)")
+    if m.context_frames > recipe.data.frames:
+        problems.append(f"model.context_frames = {m.context_frames} exceeds data.frames = {recipe.data.frames}")
+    if t.tbptt_frames and m.memory.kind == "none":
+        problems.append("train.tbptt_frames is set but model.memory.kind = 'none' carries no state across chunks")
+    if "lm_lora" in trainable and "lm" in trainable:
+        problems.append("train.trainable: 'lm_lora' and 'lm' are exclusive (LoRA adapters vs full fine-tuning)")
+    if t.mixed_precision == "fp16":
+        problems.append("train.mixed_precision = 'fp16' is not supported (memory buffers overflow in fp16): use 'bf16' or 'no'")
+    return problems
+
+
+def default_trainable(phase: int) -> set[str]:
+    """What each phase trains when train.trainable is empty (docs/training.md)."""
+    return {
+        0: {"memory", "fusion", "projector", "lm"},  # tiny stand-in for a pretrained base: train it from scratch
+        1: {"memory"},
+        2: {"memory", "fusion", "projector"},
+        3: {"memory", "fusion", "projector", "lm_lora"},
+    }[phase]
+
+
+def _set_path(data: dict, keys: list[str], value: Any, text: str) -> None:
+    node = data
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {text}: '{k}' is a value, not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def build_recipe(data: dict, where: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Validate a resolved table; every problem reported at once."""
+    try:
+        recipe = Recipe.model_validate(data)
+        problems = check_combinations(recipe)
+    except ValidationError as exc:
+        problems = format_errors(exc)
+    if problems:
+        n = len(problems)
+        with_set = f" with --set {' '.join(overrides)}" if overrides else ""
+        raise ConfigError(f"invalid recipe {where}{with_set} ({n} problem{'s' * (n != 1)}):", problems)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = find_recipe(path)
+    data = resolve_file(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(data, keys, value, text)
+    return build_recipe(data, str(path), overrides)
+
+
+def apply_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "recipe") -> Recipe:
+    """A new Recipe with `{key.path: value}` applied and re-validated (ablate variants, --phase)."""
+    data = recipe.model_dump()
+    for key, value in overrides.items():
+        _set_path(data, key.split("."), value, f"{key}={value!r}")
+    return build_recipe(data, where)
+
+
+def ablation_variants(recipe: Recipe, where: str = "recipe", quick: bool = False) -> list[tuple[str, Recipe]]:
+    """The `[ablate]` table expanded: (variant name, validated Recipe) for every grid point x named variant x seed.
+
+    A recipe without an `[ablate]` table is one variant. Every variant is validated
+    up front, so a bad grid value fails before anything trains.
+    """
+    import itertools
+
+    ab = recipe.ablate
+    points: list[tuple[str, dict]] = []
+    if ab.grid:
+        keys = list(ab.grid)
+        for values in itertools.product(*(ab.grid[k] for k in keys)):
+            name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values, strict=True))
+            points.append((name, dict(zip(keys, values, strict=True))))
+    for name, overrides in ab.variants.items():
+        points.append((name, dict(overrides)))
+    if not points:
+        points = [("base", {})]
+    out: list[tuple[str, Recipe]] = []
+    problems: list[str] = []
+    seeds = ab.seeds if (ab.grid or ab.variants) else [recipe.run.seed]
+    for name, overrides in points:
+        for seed in seeds:
+            full = {**(ab.quick if quick else {}), **overrides, "run.seed": seed}
+            label = name if len(seeds) == 1 else f"{name}/seed{seed}"
+            try:
+                variant = apply_overrides(recipe, full, f"{where} [ablate variant {label}]")
+            except ConfigError as exc:
+                problems.extend(exc.problems or [str(exc)])
+                continue
+            out.append((label, variant))
+    if problems:
+        raise ConfigError(f"invalid ablation in {where} ({len(problems)} problems):", problems)
+    return out

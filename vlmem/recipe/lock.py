@@ -1,0 +1,94 @@
+"""recipe.lock.toml: the fully resolved recipe plus what is needed to reproduce it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import tomli_w
+
+from vlmem.recipe.schema import Recipe
+
+_PACKAGES = ("vlmem", "torch", "transformers", "peft", "accelerate", "safetensors", "pyarrow", "decord", "av")
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain dict without None values (TOML has no null)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(recipe.model_dump(mode="python"))
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    return tomli_w.dumps(recipe_to_dict(recipe))
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Content hash of the resolved recipe: same recipe + overrides -> same hash."""
+    canonical = json.dumps(recipe_to_dict(recipe), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def lock_dict(recipe: Recipe, world_size: int = 1, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    return {
+        "lock": {
+            "hash": recipe_hash(recipe),
+            "seed": recipe.run.seed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "world_size": world_size,
+            "git_sha": git_sha(),
+            "overrides": list(overrides),
+            "packages": package_versions(),
+        },
+        **recipe_to_dict(recipe),
+    }
+
+
+def write_lock(recipe: Recipe, run_dir: Path, world_size: int = 1, overrides=()) -> Path:
+    """Write runs/<name>/recipe.lock.toml atomically. A lock file is itself a loadable recipe."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "recipe.lock.toml"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(tomli_w.dumps(lock_dict(recipe, world_size, overrides)))
+    os.replace(tmp, path)
+    return path
+
+
+def read_lock_hash(run_dir: Path) -> str | None:
+    import tomllib
+
+    path = Path(run_dir) / "recipe.lock.toml"
+    if not path.is_file():
+        return None
+    return tomllib.loads(path.read_text()).get("lock", {}).get("hash")

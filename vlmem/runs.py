@@ -1,0 +1,43 @@
+"""Load what was trained: a run folder (checkpoints/last) or an exported folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomllib
+
+from vlmem.errors import CheckpointError
+from vlmem.recipe.load import build_recipe
+
+
+def load_run_recipe(path: Path):
+    """The Recipe a run (or export) was trained with, from its recipe.lock.toml."""
+    path = Path(path)
+    lock = path / "recipe.lock.toml"
+    if not lock.is_file():
+        raise CheckpointError(f"{path}: no recipe.lock.toml (expected a run folder written by `vlmem train` or a folder "
+                              "written by `vlmem export`)")
+    data = tomllib.loads(lock.read_text())
+    data.pop("lock", None)
+    return build_recipe(data, str(lock))
+
+
+def load_trained(path: Path, for_training: bool = False):
+    """(recipe, model, tokenizer) with the trained weights loaded, in eval mode."""
+    from vlmem.model.build import build_model, load_tokenizer
+    from vlmem.train.checkpoint import load_model_weights, resolve_model_dir
+    from vlmem.train.params import apply_lora
+
+    path = Path(path)
+    recipe = load_run_recipe(path)
+    model_dir = resolve_model_dir(path)
+    tokenizer = load_tokenizer(recipe, saved=model_dir if (model_dir / "tokenizer").is_dir() else path)
+    model = build_model(recipe, tokenizer)
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    if config.get("lora"):
+        apply_lora(model, recipe)
+    load_model_weights(model, model_dir)
+    model.eval()
+    return recipe, model, tokenizer

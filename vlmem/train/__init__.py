@@ -1,0 +1,1 @@
+"""Training: one Accelerate-based loop for every phase and every memory design."""

@@ -1,0 +1,35 @@
+"""The one place Accelerate is configured (lerobot's `make_accelerator(cfg)`)."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+
+from vlmem.errors import ConfigError
+from vlmem.recipe.schema import Recipe
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    precision = recipe.train.mixed_precision
+    if precision == "bf16" and not torch.cuda.is_available() and not _cpu_bf16_ok():
+        raise ConfigError("train.mixed_precision = 'bf16' is not supported on this machine: set it to 'no'")
+    log_with = None if recipe.train.tracker == "none" else recipe.train.tracker
+    # Memory branches that are empty at the first frames produce no gradient for some
+    # parameters in a step, so DDP must tolerate unused parameters.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=recipe.train.grad_accum,
+        log_with=log_with,
+        kwargs_handlers=[ddp],
+        cpu=not torch.cuda.is_available(),
+    )
+
+
+def _cpu_bf16_ok() -> bool:
+    try:
+        torch.zeros(2, dtype=torch.bfloat16) @ torch.zeros(2, dtype=torch.bfloat16)
+        return True
+    except RuntimeError:
+        return False

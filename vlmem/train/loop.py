@@ -1,0 +1,295 @@
+"""`vlmem train`: one loop for every phase, memory design and world size.
+
+Data order is a pure function of (seed, epoch), each process takes its slice of the
+global batch, so a resumed run sees exactly the batches the uninterrupted run would,
+and N processes with batch b see the same samples as one process with batch N*b.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import TextColumn
+from rich.table import Table
+
+from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table
+from vlmem.errors import UsageError
+from vlmem.progress import is_main_process, progress_bar
+from vlmem.recipe import Recipe, recipe_hash, write_lock
+from vlmem.recipe.lock import read_lock_hash
+from vlmem.train.checkpoint import (
+    last_checkpoint,
+    load_model_weights,
+    resolve_model_dir,
+    save_model_dir,
+    write_checkpoint,
+)
+from vlmem.train.metrics import MetricsLog, plot_curves
+from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
+
+console = Console(stderr=True)
+
+
+def run_dir_for(recipe: Recipe) -> Path:
+    return Path(recipe.run.output_dir or f"runs/{recipe.run.name}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Plan:
+    steps_per_epoch: int
+    total_steps: int
+    global_batch: int
+
+
+def make_plan(recipe: Recipe, n_samples: int, world: int) -> Plan:
+    t = recipe.train
+    global_batch = t.batch_size * world
+    micro_per_epoch = max(1, n_samples // global_batch)
+    steps_per_epoch = max(1, micro_per_epoch // t.grad_accum)
+    total = t.max_steps or steps_per_epoch * t.epochs
+    return Plan(steps_per_epoch, total, global_batch)
+
+
+def epoch_order(seed: int, epoch: int, n: int, needed: int) -> np.ndarray:
+    """Shuffled sample indices of one epoch (wrapping when the data is smaller than a step)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    while len(order) < needed:
+        order = np.concatenate([order, rng.permutation(n)])
+    return order
+
+
+def micro_batches(recipe: Recipe, plan: Plan, n: int, step: int, rank: int) -> list[list[int]]:
+    """This process's sample indices for each micro-batch of optimizer step `step`."""
+    t = recipe.train
+    epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+    per_step = plan.global_batch * t.grad_accum
+    order = epoch_order(recipe.run.seed, epoch, n, plan.steps_per_epoch * per_step)
+    chunk = order[in_epoch * per_step:(in_epoch + 1) * per_step]
+    out = []
+    for k in range(t.grad_accum):
+        micro = chunk[k * plan.global_batch:(k + 1) * plan.global_batch]
+        out.append(micro[rank * t.batch_size:(rank + 1) * t.batch_size].tolist())
+    return out
+
+
+class FeatureCache:
+    """Frozen vision (+ fusion) outputs per video, computed on first use."""
+
+    def __init__(self):
+        self.store: dict[str, torch.Tensor] = {}
+        self.hits = self.misses = 0
+
+    def tokens(self, model, batch: dict) -> torch.Tensor:
+        videos = [r["video"] for r in batch["rows"]]
+        missing = [i for i, v in enumerate(videos) if v not in self.store]
+        if missing:
+            self.misses += len(missing)
+            with torch.no_grad():
+                geo = {k: v[missing] for k, v in batch["geometry"].items()} if "geometry" in batch else None
+                fresh = model.encode_frames(batch["frames"][missing], geo)
+            for j, i in enumerate(missing):
+                self.store[videos[i]] = fresh[j].detach()
+        self.hits += len(videos) - len(missing)
+        return torch.stack([self.store[v] for v in videos])
+
+
+def _validate_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> Path | None:
+    ckpt = last_checkpoint(run_dir)
+    if resume:
+        if ckpt is None:
+            raise UsageError(f"--resume: {run_dir} has no checkpoint yet (checkpoints/last missing): run without --resume")
+        saved = read_lock_hash(run_dir)
+        if saved and saved != recipe_hash(recipe):
+            raise UsageError(f"--resume: {run_dir} was trained with another recipe (hash {saved}, this one "
+                                  f"{recipe_hash(recipe)}): resume with the run's own recipe.lock.toml, or pick a new run.name")
+        return ckpt
+    if ckpt is not None:
+        raise UsageError(f"{run_dir} already has checkpoints: pass --resume to continue it, or set run.name / "
+                         "run.output_dir (e.g. --set run.name=other) for a new run")
+    return None
+
+
+def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides: tuple[str, ...] = ()) -> Path:
+    from vlmem.model.build import build_model, dataset_texts, load_tokenizer
+    from vlmem.train.accelerator import make_accelerator
+
+    run_dir = run_dir_for(recipe)
+    t, m = recipe.train, recipe.model
+    resume_from = None if dry_run else _validate_run_dir(run_dir, recipe, resume)
+    init_dir = None
+    if t.init_from and resume_from is None:
+        init_dir = resolve_model_dir(Path(t.init_from))
+
+    seed_everything(recipe.run.seed)
+    acc = make_accelerator(recipe)
+    root = Path(recipe.data.root)
+    rows = read_qa_table(root, recipe.data.train_split, recipe.data.question_types, recipe.data.max_samples)
+    spec = SampleSpec(frames=recipe.data.frames, image_size=m.vision.image_size, geometry=m.geometry.source,
+                      cached_dir=m.geometry.cached_dir)
+    saved_tok = (resume_from / "model") if resume_from else init_dir
+    all_rows = read_qa_table(root) if saved_tok is None else None
+    tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if all_rows else None, saved=saved_tok)
+    dataset = QADataset(root, rows, spec, tokenizer)
+    dataset.validate()
+
+    model = build_model(recipe, tokenizer)
+    if init_dir is not None:
+        load_model_weights(model, init_dir)
+    components = configure_trainable(model, recipe)
+    table = parameter_table(model)
+    if dry_run or is_main_process():
+        _print_parameters(table, recipe, components)
+    if dry_run:
+        return run_dir
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UsageError(f"nothing to train: train.phase = {t.phase} with train.trainable = {list(t.trainable)}")
+
+    plan = make_plan(recipe, len(dataset), acc.num_processes)
+    optimizer = torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    core = acc.unwrap_model(model)
+    use_cache = t.cache_features and frozen_encoder(core, components)
+    cache = FeatureCache() if use_cache else None
+    for name in ("vision", "fusion", "geometry_encoder"):  # frozen encoders: no dropout, no grad bookkeeping
+        module = getattr(core, name, None)
+        if module is not None and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
+
+    start_step = 0
+    rhash = recipe_hash(recipe)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=acc.is_main_process)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_lock(recipe, run_dir, acc.num_processes, overrides)
+        tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    if resume_from is not None:
+        acc.load_state(str(resume_from / "training_state"))
+        state = json.loads((resume_from / "training_state" / "trainer_state.json").read_text())
+        start_step = state["step"]
+        with warnings.catch_warnings():  # replaying before any optimizer.step() is intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start_step):  # the schedule is a pure function of the step: replay it
+                scheduler.step()
+        metrics.truncate_after(start_step)
+        if acc.is_main_process:
+            console.print(f"resumed {run_dir} at step {start_step}")
+    acc.wait_for_everyone()
+
+    def save(step: int) -> None:
+        acc.wait_for_everyone()
+        # accelerate's save_state must run on every process; the model/ folder only on the main one.
+        tmp_state = run_dir / "checkpoints" / f".state-{step:06d}"
+        acc.save_state(str(tmp_state))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp_state / "trainer_state.json").write_text(json.dumps({"step": step, "recipe_hash": rhash}))
+
+            def write_model(path):
+                save_model_dir(path, acc.unwrap_model(model), recipe, components, tokenizer, rhash, step)
+
+            write_checkpoint(run_dir, step, write_model, lambda path: tmp_state.rename(path), keep=t.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rank = acc.process_index
+    model.train()
+    window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
+    last_grad_norm = float("nan")
+    with progress_bar(TextColumn("loss {task.fields[loss]}")) as progress:
+        task = progress.add_task(f"train phase {t.phase}", total=plan.total_steps, completed=start_step, loss="-")
+        for step in range(start_step, plan.total_steps):
+            step_start = time.perf_counter()
+            for indices in micro_batches(recipe, plan, len(dataset), step, rank):
+                fetch = time.perf_counter()
+                batch = collate([dataset[i] for i in indices], pad_id=pad_id)
+                window["wait"] += time.perf_counter() - fetch
+                with acc.accumulate(model):
+                    tokens = cache.tokens(core, batch) if cache else None
+                    loss, _, mem_state = model(frames=batch["frames"], input_ids=batch["input_ids"],
+                                               attention_mask=batch["attention_mask"], labels=batch["labels"],
+                                               geometry=batch.get("geometry"), tokens=tokens,
+                                               tbptt_frames=t.tbptt_frames)
+                    total = loss + _aux_losses(core, mem_state, recipe)
+                    acc.backward(total)
+                    if acc.sync_gradients:
+                        if t.clip_norm > 0:
+                            last_grad_norm = float(acc.clip_grad_norm_(model.parameters(), t.clip_norm))
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                window["loss"] += float(acc.reduce(loss.detach(), "mean"))
+                window["n"] += 1
+                window["tokens"] += int((batch["labels"] != -100).sum()) * acc.num_processes
+                window["samples"] += len(indices) * acc.num_processes
+            window["time"] += time.perf_counter() - step_start
+            done = step + 1
+            if done % t.log_every == 0 or done == plan.total_steps:
+                record = {"step": done, "epoch": step // plan.steps_per_epoch, "loss": window["loss"] / window["n"],
+                          "lr": scheduler.get_last_lr()[0], "grad_norm": last_grad_norm,
+                          "tokens_per_s": window["tokens"] / window["time"],
+                          "samples_per_s": window["samples"] / window["time"],
+                          "data_wait_frac": window["wait"] / window["time"], "seconds": window["time"],
+                          **_memory_stats(core, mem_state)}
+                if cache:
+                    record["feature_cache_hits"] = cache.hits
+                metrics.log(record)
+                progress.update(task, loss=f"{record['loss']:.4f}")
+                window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
+            progress.update(task, completed=done)
+            if (t.save_every and done % t.save_every == 0) or done == plan.total_steps:
+                save(done)
+    if acc.is_main_process:
+        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        console.print(f"trained {plan.total_steps} steps -> {run_dir} (checkpoints/last, metrics.jsonl, curves.png)")
+    acc.end_training()
+    return run_dir
+
+
+def _aux_losses(core, state, recipe: Recipe) -> torch.Tensor:
+    """Memory-specific terms (Larimar KL) and the optional consistency / utilisation terms."""
+    aux = getattr(core.memory, "aux_losses", None)
+    if aux is None:
+        return torch.zeros(())
+    terms = aux(state)
+    total = torch.zeros(())
+    weights = {"kl": recipe.model.memory.larimar_kl_weight, "consistency": recipe.train.aux_consistency_weight,
+               "utilisation": recipe.train.aux_utilisation_weight}
+    for name, value in terms.items():
+        w = weights.get(name, 0.0)
+        if w:
+            total = total + w * value
+    return total
+
+
+def _memory_stats(core, state) -> dict:
+    stats = getattr(core.memory, "stats", None)
+    if stats is None or state is None:
+        return {}
+    return {f"mem/{k}": float(v) for k, v in stats(state).items()}
+
+
+def _print_parameters(table, recipe: Recipe, components: set[str]) -> None:
+    out = Table("component", "trainable", "total", title=f"phase {recipe.train.phase}: training {sorted(components)}")
+    for name, trainable, total in table:
+        out.add_row(name, f"{trainable:,}", f"{total:,}")
+    out.add_row("all", f"{sum(r[1] for r in table):,}", f"{sum(r[2] for r in table):,}", style="bold")
+    console.print(out)

@@ -1,0 +1,60 @@
+"""metrics.jsonl (one JSON object per logged step) and the end-of-run curves.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop lines logged after the checkpoint so the file matches an uninterrupted run."""
+        if not self.enabled or not self.path.is_file():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def log(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics_path: Path, out: Path) -> Path | None:
+    """Loss, lr, memory fill rates and gate statistics against step."""
+    records = [r for r in read_metrics(metrics_path) if "loss" in r]
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    panels = [("loss", ["loss"]), ("learning rate", ["lr"]),
+              ("memory fill", sorted({k for r in records for k in r if k.startswith("mem/fill")})),
+              ("memory gate / stats", sorted({k for r in records for k in r if k.startswith("mem/") and "fill" not in k}))]
+    panels = [(title, keys) for title, keys in panels if keys]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
+    for ax, (title, keys) in zip(axes if len(panels) > 1 else [axes], panels, strict=True):
+        for key in keys:
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if len(keys) > 1 or title != keys[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
