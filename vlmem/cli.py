@@ -252,6 +252,24 @@ def ablate_cmd(
     console.print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.md'}, {out / 'ablation.png'}")
 
 
+@app.command("inspect-memory")
+def inspect_memory_cmd(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")],
+    video: Annotated[str, typer.Option("--video", help="Scene name: the dataset's videos/<scene>.mp4.")],
+    data: DataOpt = None,
+    frames: EvalFramesOpt = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN/inspect/<scene>).")] = None,
+) -> None:
+    """Replay one video through a trained model: per-frame slot contents, writes, gate, attention -> trace.json + PNGs.
+
+    Example: vlmem inspect-memory --run runs/tiny-phase1 --video synth_00003
+    """
+    from vlmem.inspect import inspect_memory
+
+    result = inspect_memory(run, video, data=data, frames=frames, out=out, console=console)
+    console.print(f"wrote {', '.join(str(p) for p in result['files'])}")
+
+
 # -- export -----------------------------------------------------------------------
 @app.command("export")
 def export_cmd(

@@ -91,19 +91,27 @@ class MemoryVLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     # -- stage 2: memory over frames -------------------------------------------
-    def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0) -> tuple[torch.Tensor, object]:
-        """tokens [B,T,N,D] -> tokens handed on [B,T,N,D] and the final state (for stats / aux losses)."""
-        b = tokens.shape[0]
-        state = self.memory.init_state(b, tokens.device, tokens.dtype)
-        chunk = tbptt_frames or tokens.shape[1]
-        outs = []
-        for start in range(0, tokens.shape[1], chunk):
+    def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False):
+        """tokens [B,T,N,D] -> (tokens handed on [B,T,N,D], final state, per-frame info or None).
+
+        With `tbptt_frames` the video is scanned in chunks whose state is detached between
+        them (truncated backprop through time)."""
+        b, t, n = tokens.shape[:3]
+        state = self.memory.init_state(b, tokens.device, tokens.dtype, tokens_per_frame=n)
+        chunk = tbptt_frames or t
+        outs, infos = [], []
+        for start in range(0, t, chunk):
             if start:
-                state = state.detach()  # truncated BPTT: keep the state, cut the graph
-            out, state = self.memory.scan(tokens[:, start:start + chunk], state)
-            outs.append(out)
+                state = state.detach()
+            res = self.memory.scan(tokens[:, start:start + chunk], state, return_info=return_info)
+            outs.append(res[0])
+            state = res[1]
+            if return_info:
+                infos.append(res[2])
         m = torch.cat(outs, dim=1)
-        return (tokens + m if self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none" else m), state
+        info = {k: torch.cat([i[k] for i in infos], 1) for k in infos[0]} if return_info and infos[0] else None
+        handed_on = tokens + m if self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none" else m
+        return handed_on, state, info
 
     # -- stage 3: recent frames -> LM embeddings -------------------------------
     def visual_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -140,15 +148,16 @@ class MemoryVLM(nn.Module):
         return out, mask, (lab if labels is not None else None)
 
     # -- training / inference ----------------------------------------------------
-    def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0):
-        """Returns (loss, logits, memory_state). Pass precomputed `tokens` to skip `encode_frames`."""
+    def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0,
+                return_info=False):
+        """Returns (loss, logits, memory_state, memory_info). Precomputed `tokens` skip `encode_frames`."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        handed_on, state = self.run_memory(tokens, tbptt_frames)
+        handed_on, state, info = self.run_memory(tokens, tbptt_frames, return_info)
         visual = self.visual_embeds(handed_on)
         embeds, mask, lab = self.assemble(visual, input_ids, attention_mask, labels)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=lab)
-        return out.loss, out.logits, state
+        return out.loss, out.logits, state, info
 
     @torch.no_grad()
     def generate(self, frames, input_ids, attention_mask, geometry=None, max_new_tokens=16, eos_token_id=None,
@@ -156,7 +165,7 @@ class MemoryVLM(nn.Module):
         """Greedy decoding; returns the new token ids [B, <=max_new_tokens]."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        handed_on, _ = self.run_memory(tokens)
+        handed_on, _, _ = self.run_memory(tokens)
         visual = self.visual_embeds(handed_on)
         embeds, mask, _ = self.assemble(visual, input_ids, attention_mask, None, padding_side="left")
         return self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,

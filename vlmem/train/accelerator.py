@@ -14,7 +14,15 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     precision = recipe.train.mixed_precision
     if precision == "bf16" and not torch.cuda.is_available() and not _cpu_bf16_ok():
         raise ConfigError("train.mixed_precision = 'bf16' is not supported on this machine: set it to 'no'")
-    log_with = None if recipe.train.tracker == "none" else recipe.train.tracker
+    log_with = None
+    if recipe.train.tracker != "none":
+        import importlib.util
+
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}[recipe.train.tracker]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"train.tracker = {recipe.train.tracker!r} but the {module!r} package is not installed: "
+                              f"pip install {module} (or pip install 'vlmem[tracking]'), or set train.tracker = 'none'")
+        log_with = recipe.train.tracker
     # Memory branches that are empty at the first frames produce no gradient for some
     # parameters in a step, so DDP must tolerate unused parameters.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)

@@ -33,7 +33,7 @@ from vlmem.train.checkpoint import (
     save_model_dir,
     write_checkpoint,
 )
-from vlmem.train.metrics import MetricsLog, plot_curves
+from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
 
 console = Console(stderr=True)
@@ -177,6 +177,9 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     start_step = 0
     rhash = recipe_hash(recipe)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=acc.is_main_process)
+    if t.tracker != "none":
+        acc.project_configuration.set_directories(str(run_dir))
+        acc.init_trackers(recipe.run.name, config={"recipe_hash": recipe_hash(recipe), "phase": t.phase})
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_lock(recipe, run_dir, acc.num_processes, overrides)
@@ -218,17 +221,26 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         task = progress.add_task(f"train phase {t.phase}", total=plan.total_steps, completed=start_step, loss="-")
         for step in range(start_step, plan.total_steps):
             step_start = time.perf_counter()
-            for indices in micro_batches(recipe, plan, len(dataset), step, rank):
+            done = step + 1
+            log_now = done % t.log_every == 0 or done == plan.total_steps
+            micro = micro_batches(recipe, plan, len(dataset), step, rank)
+            for k, indices in enumerate(micro):
                 fetch = time.perf_counter()
                 batch = collate([dataset[i] for i in indices], pad_id=pad_id)
                 window["wait"] += time.perf_counter() - fetch
                 with acc.accumulate(model):
                     tokens = cache.tokens(core, batch) if cache else None
-                    loss, _, mem_state = model(frames=batch["frames"], input_ids=batch["input_ids"],
-                                               attention_mask=batch["attention_mask"], labels=batch["labels"],
-                                               geometry=batch.get("geometry"), tokens=tokens,
-                                               tbptt_frames=t.tbptt_frames)
-                    total = loss + _aux_losses(core, mem_state, recipe)
+                    loss, _, mem_state, mem_info = model(
+                        frames=batch["frames"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        labels=batch["labels"], geometry=batch.get("geometry"), tokens=tokens,
+                        tbptt_frames=t.tbptt_frames, return_info=log_now and k == len(micro) - 1)
+                    # Weight by answer tokens over all processes, so N processes x batch b give exactly
+                    # the gradient of one process with batch N*b (DDP averages the per-process grads).
+                    n_local = (batch["labels"] != -100).sum().to(loss.dtype)
+                    n_global = acc.reduce(n_local.detach().clone(), "sum").clamp_min(1)
+                    loss_sum = loss * n_local
+                    aux = core.memory.aux_losses(mem_state)  # already weighted by the recipe (e.g. Larimar KL)
+                    total = loss_sum * acc.num_processes / n_global + (sum(aux.values()) if aux else 0)
                     acc.backward(total)
                     if acc.sync_gradients:
                         if t.clip_norm > 0:
@@ -236,22 +248,24 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
-                window["loss"] += float(acc.reduce(loss.detach(), "mean"))
+                window["loss"] += float(acc.reduce(loss_sum.detach(), "sum") / n_global)
                 window["n"] += 1
                 window["tokens"] += int((batch["labels"] != -100).sum()) * acc.num_processes
                 window["samples"] += len(indices) * acc.num_processes
             window["time"] += time.perf_counter() - step_start
-            done = step + 1
-            if done % t.log_every == 0 or done == plan.total_steps:
+            if log_now:
                 record = {"step": done, "epoch": step // plan.steps_per_epoch, "loss": window["loss"] / window["n"],
                           "lr": scheduler.get_last_lr()[0], "grad_norm": last_grad_norm,
                           "tokens_per_s": window["tokens"] / window["time"],
                           "samples_per_s": window["samples"] / window["time"],
                           "data_wait_frac": window["wait"] / window["time"], "seconds": window["time"],
-                          **_memory_stats(core, mem_state)}
+                          **memory_stats(mem_info, recipe.model.memory),
+                          **{f"loss/{name}": float(v) for name, v in aux.items()}}
                 if cache:
                     record["feature_cache_hits"] = cache.hits
                 metrics.log(record)
+                if t.tracker != "none":
+                    acc.log({k: v for k, v in record.items() if k != "step"}, step=done)
                 progress.update(task, loss=f"{record['loss']:.4f}")
                 window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
             progress.update(task, completed=done)
@@ -262,29 +276,6 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         console.print(f"trained {plan.total_steps} steps -> {run_dir} (checkpoints/last, metrics.jsonl, curves.png)")
     acc.end_training()
     return run_dir
-
-
-def _aux_losses(core, state, recipe: Recipe) -> torch.Tensor:
-    """Memory-specific terms (Larimar KL) and the optional consistency / utilisation terms."""
-    aux = getattr(core.memory, "aux_losses", None)
-    if aux is None:
-        return torch.zeros(())
-    terms = aux(state)
-    total = torch.zeros(())
-    weights = {"kl": recipe.model.memory.larimar_kl_weight, "consistency": recipe.train.aux_consistency_weight,
-               "utilisation": recipe.train.aux_utilisation_weight}
-    for name, value in terms.items():
-        w = weights.get(name, 0.0)
-        if w:
-            total = total + w * value
-    return total
-
-
-def _memory_stats(core, state) -> dict:
-    stats = getattr(core.memory, "stats", None)
-    if stats is None or state is None:
-        return {}
-    return {f"mem/{k}": float(v) for k, v in stats(state).items()}
 
 
 def _print_parameters(table, recipe: Recipe, components: set[str]) -> None:

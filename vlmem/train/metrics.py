@@ -24,6 +24,26 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def memory_stats(info: dict | None, cfg) -> dict[str, float]:
+    """Scalars for metrics.jsonl from a memory's per-frame info ([B, T, ...] tensors)."""
+    if not info:
+        return {}
+    out: dict[str, float] = {}
+    if "w_fill" in info:
+        out["mem/fill_working"] = float(info["w_fill"][:, -1].float().mean() / cfg.L_w)
+    if "e_fill" in info:
+        out["mem/fill_episodic"] = float(info["e_fill"][:, -1].float().mean() / cfg.L_e)
+    if "e_replaced" in info:
+        replaced = info["e_replaced"].bool()
+        out["mem/episodic_replacements"] = float(replaced.sum(1).float().mean())
+        if "e_replace_sim" in info and replaced.any():
+            out["mem/replace_similarity"] = float(info["e_replace_sim"][replaced].float().mean())
+    for key in ("gate_mean", "gate_std", "s_norm", "write_gate_mean", "kl", "utilisation", "read_error", "salience"):
+        if key in info:
+            out[f"mem/{key}"] = float(info[key].float().mean())
+    return out
+
+
 def read_metrics(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():

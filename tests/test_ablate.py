@@ -1,0 +1,55 @@
+"""`vlmem ablate`: every variant trained + evaluated, tables written, finished variants skipped."""
+
+from __future__ import annotations
+
+import csv
+
+from vlmem.cli import main
+from vlmem.recipe import shipped_recipes_dir
+
+
+def test_ablation_grid_runs_and_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare-data", "synthetic", "--out", "data/synth", "--scenes", "4", "--frames", "8", "--size", "32"]) == 0
+    recipe = tmp_path / "grid.toml"
+    recipe.write_text(f'''base = "{shipped_recipes_dir() / "tiny/base.toml"}"
+[run]
+name = "grid"
+description = "test grid"
+[data]
+frames = 4
+[model]
+pool = 1
+[model.vision]
+image_size = 32
+[train]
+max_steps = 1
+batch_size = 2
+save_every = 0
+[eval]
+max_samples = 4
+frames = 4
+[ablate]
+grid = {{ "model.memory.L_w" = [1, 2] }}
+seeds = [0, 1]
+''')
+    assert main(["ablate", str(recipe)]) == 0
+    out = tmp_path / "runs/ablate/grid/full"
+    rows = list(csv.DictReader((out / "ablation.csv").open()))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("L_w=1", "0"), ("L_w=1", "1"), ("L_w=2", "0"), ("L_w=2", "1")]
+    assert all(r["overall"] != "" for r in rows)
+    md = (out / "ablation.md").read_text()
+    assert "L_w=2" in md and "Δ overall" in md
+    assert (out / "ablation.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["ablate", str(recipe)]) == 0  # everything finished: all skipped
+    assert capsys.readouterr().err.count("done, skipped") == 4
+
+
+def test_bad_grid_key_fails_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(f'base = "{shipped_recipes_dir() / "tiny/base.toml"}"\n[ablate]\ngrid = {{ "model.memory.Lw" = [1] }}\n')
+    assert main(["ablate", str(recipe)]) == 2
+    assert "model.memory.Lw" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
