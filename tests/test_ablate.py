@@ -20,6 +20,8 @@ description = "test grid"
 frames = 4
 [model]
 pool = 1
+[model.memory]
+kind = "dual"
 [model.vision]
 image_size = 32
 [train]

@@ -73,7 +73,7 @@ def test_impossible_combinations():
     with pytest.raises(ConfigError, match="needs geometry"):
         load_recipe("tiny/base", ['model.geometry.source="none"'])
     with pytest.raises(ConfigError, match="does not divide"):
-        load_recipe("tiny/base", ["model.memory.num_heads=5"])
+        load_recipe("tiny/phase1", ["model.memory.num_heads=5"])
 
 
 def test_inheritance_loop_and_missing_base(tmp_path):

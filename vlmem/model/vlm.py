@@ -110,8 +110,18 @@ class MemoryVLM(nn.Module):
                 infos.append(res[2])
         m = torch.cat(outs, dim=1)
         info = {k: torch.cat([i[k] for i in infos], 1) for k in infos[0]} if return_info and infos[0] else None
+        self.last_memory_read = m  # for the optional consistency loss (train.aux_consistency_weight)
         handed_on = tokens + m if self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none" else m
         return handed_on, state, info
+
+    def consistency_loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        """1 - cos(M_t, H_t) over frames t >= 1: the memory's read-out should agree with what the
+        frame shows (H_t detached, so only the memory learns from it)."""
+        m = self.last_memory_read
+        if m is None or tokens.shape[1] < 2 or self.cfg.memory.kind == "none":
+            return tokens.new_zeros(())
+        cos = F.cosine_similarity(m[:, 1:].float(), tokens[:, 1:].detach().float(), dim=-1)
+        return (1 - cos).mean()
 
     # -- stage 3: recent frames -> LM embeddings -------------------------------
     def visual_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -154,6 +164,7 @@ class MemoryVLM(nn.Module):
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
         handed_on, state, info = self.run_memory(tokens, tbptt_frames, return_info)
+        self.last_tokens = tokens
         visual = self.visual_embeds(handed_on)
         embeds, mask, lab = self.assemble(visual, input_ids, attention_mask, labels)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=lab)

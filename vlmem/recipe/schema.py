@@ -137,8 +137,7 @@ class TrainConfig(Section):
     save_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
-    aux_consistency_weight: float = Field(0.0, ge=0.0)
-    aux_utilisation_weight: float = Field(0.0, ge=0.0)
+    aux_consistency_weight: float = Field(0.0, ge=0.0)  # 1 - cos(M_t, H_t), docs/training.md
     tracker: Literal["none", "tensorboard", "wandb"] = "none"
     lora: LoraConfig = LoraConfig()
 

@@ -239,7 +239,9 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                     n_local = (batch["labels"] != -100).sum().to(loss.dtype)
                     n_global = acc.reduce(n_local.detach().clone(), "sum").clamp_min(1)
                     loss_sum = loss * n_local
-                    aux = core.memory.aux_losses(mem_state)  # already weighted by the recipe (e.g. Larimar KL)
+                    aux = dict(core.memory.aux_losses(mem_state))  # already weighted by the recipe (Larimar KL)
+                    if t.aux_consistency_weight:
+                        aux["consistency"] = t.aux_consistency_weight * core.consistency_loss(core.last_tokens)
                     total = loss_sum * acc.num_processes / n_global + (sum(aux.values()) if aux else 0)
                     acc.backward(total)
                     if acc.sync_gradients:
