@@ -211,6 +211,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _scene_suffix(trace: dict) -> str:
     return f": {trace['scene']}" if trace.get("scene") else ""
 
@@ -263,10 +271,7 @@ def plot_occupancy(trace: dict, path: Path) -> Path:
         ax.set_xticks(range(L))
         fig.colorbar(im, ax=ax, label="source frame t held", fraction=0.08)
     fig.suptitle(f"slot occupancy after each frame{_scene_suffix(trace)}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_attention(trace: dict, path: Path) -> Path:
@@ -288,10 +293,7 @@ def plot_attention(trace: dict, path: Path) -> Path:
         ax.set_ylabel("frame t (reading)")
         ax.set_xticks(range(L))
         fig.colorbar(im, ax=ax, label="attention mass", fraction=0.08)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_gate(trace: dict, path: Path) -> Path:
@@ -308,10 +310,7 @@ def plot_gate(trace: dict, path: Path) -> Path:
     ax.set_title("fusion gate g (1 = working, 0 = episodic)", fontsize=9)
     ax.legend(fontsize=7)
     _plot_fill(ax2, trace)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_fill(ax, trace: dict) -> None:
@@ -342,10 +341,7 @@ def plot_curves(trace: dict, path: Path) -> Path | None:
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("frame t")
     fig.suptitle(f"{trace['memory']} memory{_scene_suffix(trace)}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_slot_usage(trace: dict, path: Path) -> Path:
@@ -358,10 +354,7 @@ def plot_slot_usage(trace: dict, path: Path) -> Path:
     ax.set_ylabel("frame t")
     ax.set_title("larimar slot usage (share of address mass so far)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.08)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_slot_frames(trace: dict, frames: torch.Tensor, path: Path, per_row: int = 8) -> Path:
@@ -389,10 +382,7 @@ def plot_slot_frames(trace: dict, frames: torch.Tensor, path: Path, per_row: int
                 ax.set_title(f"{name[0]}{j}: empty", fontsize=7)
         r += math.ceil(len(block) / per_row)
     fig.suptitle("what each slot holds after the last frame (w = working, e = episodic; #video frame)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_plots(trace: dict, frames: torch.Tensor | None, out: Path) -> list[Path]:

@@ -11,6 +11,8 @@ Interface (DESIGN.md section 4):
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -72,15 +74,16 @@ class MemoryState:
         return f"MemoryState({body})"
 
 
-class Memory(nn.Module):
+class Memory(nn.Module, metaclass=abc.ABCMeta):
     """Base class. Subclasses implement `init_state` and `_step`."""
 
+    @abc.abstractmethod
     def init_state(self, batch_size: int, device=None, dtype=None) -> MemoryState:
-        raise NotImplementedError
+        """A fresh state for `batch_size` videos."""
 
+    @abc.abstractmethod
     def _step(self, h: torch.Tensor, state: MemoryState, return_info: bool, inplace: bool = False):
         """`inplace`: the state's buffers may be overwritten (only set by scan under no_grad)."""
-        raise NotImplementedError
 
     def step(self, h: torch.Tensor, state: MemoryState, return_info: bool = False):
         """One frame: `h` [B, N, D] -> `(m, state)` or `(m, state, info)`."""

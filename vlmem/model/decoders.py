@@ -188,7 +188,9 @@ class PlainDecoder(nn.Module):
         return {"loss": loss, "logits": logits}
 
     @torch.no_grad()
-    def generate(self, context, context_mask=None, max_new_tokens: int = 16, bos_id: int = 1, eos_id: int = 2):
+    def generate(
+        self, context, context_mask=None, max_new_tokens: int = 16, bos_id: int = 1, eos_id: int = 2
+    ):
         """Greedy decoding -> `[B, <= max_new_tokens]` long (bos excluded; after eos: eos)."""
         mask = _check_context(context, context_mask, self.hidden)
         B = context.shape[0]
@@ -281,8 +283,11 @@ class TRMDecoder(nn.Module):
         max_len: int = 512,
     ):
         super().__init__()
-        problems = [f"{k} must be >= 1, got {v}" for k, v in
-                    (("n", n), ("T", T), ("deep_supervision", deep_supervision), ("layers", layers)) if v < 1]
+        problems = [
+            f"{k} must be >= 1, got {v}"
+            for k, v in (("n", n), ("T", T), ("deep_supervision", deep_supervision), ("layers", layers))
+            if v < 1
+        ]
         if problems:
             raise ConfigError("invalid TRMDecoder settings", problems)
         self.vocab_size, self.hidden, self.max_len = vocab_size, hidden, max_len
@@ -366,7 +371,9 @@ class TRMDecoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def generate(self, context, context_mask=None, max_new_tokens: int = 16, bos_id: int = 1, eos_id: int = 2):
+    def generate(
+        self, context, context_mask=None, max_new_tokens: int = 16, bos_id: int = 1, eos_id: int = 2
+    ):
         """All `max_new_tokens` slots at once -> `[B, max_new_tokens]` (after the first eos: eos).
 
         `bos_id` is accepted for interface parity and unused. Runs all deep-supervision steps;
