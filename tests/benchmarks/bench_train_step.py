@@ -71,6 +71,28 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
 
+    # memory overhead per frame vs one vision-tower forward on the same frame (inference)
+    frames = batches[0]["frames"][:, 0]  # [B,3,H,W], one frame per video
+    with torch.no_grad():
+        h = model.vision(frames.float() / 255)
+        mem = model.memory.eval()
+        state = mem.init_state(h.shape[0], h.device, h.dtype, tokens_per_frame=h.shape[1])
+        for _ in range(recipe.model.memory.L_e):  # fill the buffers: the steady-state cost
+            _, state = mem.step(h, state)
+
+        def per_call(fn, n=50):
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            return (time.perf_counter() - t0) / n
+
+        t_vis = per_call(lambda: model.vision(frames.float() / 255))
+        t_mem = per_call(lambda: mem.step(h, state))
+    print(f"per frame (batch {h.shape[0]}): vision tower {t_vis * 1e3:.2f} ms, dual memory step (full buffers) "
+          f"{t_mem * 1e3:.2f} ms = {t_mem / t_vis:.2f}x the tower")
+    mem.train()
+
     uncached = run(None)
     cached = run(FeatureCache())
     print(f"data loading: {cold:.1f} samples/s cold (decode), {warm:.1f} samples/s warm (LRU)")
