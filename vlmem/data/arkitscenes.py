@@ -38,12 +38,11 @@ from vlmem.data.convert_common import (
     select,
     video_fps,
     visible_frames,
-    write_video_frames,
+    write_converted,
 )
 from vlmem.data.scene import Scene, SceneObject
 from vlmem.data.writer import DatasetWriter
 from vlmem.errors import DataError, UsageError
-from vlmem.progress import progress_bar
 
 SOURCE = "arkitscenes"
 MAX_POSE_GAP_S = 0.1  # a frame whose nearest traj entry is farther than this has no pose
@@ -282,12 +281,6 @@ def _backproject(depths: np.ndarray, ks: np.ndarray, poses: np.ndarray) -> np.nd
     return np.concatenate(pts) if pts else np.zeros((0, 3))
 
 
-def _generate_questions(scene: Scene, seed: int, split: str, video: str) -> list[dict]:
-    from vlmem.data.qa import generate_questions
-
-    return generate_questions(scene, seed=seed, split=split, video=video)
-
-
 def prepare_arkitscenes(root: Path, out: Path, frames: int = 32, size: int | None = None, overwrite: bool = False,
                         seed: int = 0, split: str = "train", videos: Sequence[str] | None = None) -> dict:
     """Convert ARKitScenes 3DOD videos under `root` into `out`."""
@@ -299,27 +292,7 @@ def prepare_arkitscenes(root: Path, out: Path, frames: int = 32, size: int | Non
     dirs = [by_name[n] for n in select(list(by_name), videos, "videos", root)]
     options = {"root": str(root), "frames": frames, "size": size, "seed": seed, "split": split,
                "videos": list(videos) if videos else None}
-    notes: dict[str, int] = {}
-    with DatasetWriter(out, SOURCE, overwrite, options) as w, progress_bar() as bar:
-        task = bar.add_task("arkitscenes videos", total=len(dirs))
-        for d in dirs:
-            rel = w.video_relpath(d.name)
-            try:
-                conv = convert_video(d, frames, size, rel)
-                rows = _generate_questions(conv.scene, seed, split, rel)
-            except DataError as exc:
-                w.skip(d.name, str(exc))
-                bar.advance(task)
-                continue
-            for k, v in conv.notes.items():
-                notes[k] = notes.get(k, 0) + v
-            if not rows:
-                w.skip(d.name, f"{d}: no questions could be generated from {len(conv.scene.objects)} boxes")
-                bar.advance(task)
-                continue
-            write_video_frames(w.path(rel), conv.frames, conv.scene.fps)
-            w.write_geometry(d.name, conv.geometry)
-            w.write_scene(conv.scene)
-            w.add_rows(rows)
-            bar.advance(task)
+    with DatasetWriter(out, SOURCE, overwrite, options) as w:
+        notes = write_converted(w, dirs, lambda d, rel: convert_video(d, frames, size, rel),
+                                seed, split, "arkitscenes videos", tally="notes")
         return w.commit(extra={"notes": notes})

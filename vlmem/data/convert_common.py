@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -281,30 +280,6 @@ def video_fps(num_written: int, duration_s: float | None) -> float:
     return max(0.1, round(num_written / duration_s, 3))
 
 
-def write_video_frames(path: Path, frames: np.ndarray, fps: float) -> None:
-    """frames: uint8 [F, H, W, 3] -> H.264 mp4 (vlmem.data.video.write_video when available)."""
-    try:
-        from vlmem.data.video import write_video
-    except ImportError:
-        write_video = None
-    if write_video is not None:
-        write_video(Path(path), frames, fps)
-        return
-    import av
-
-    frames = np.asarray(frames, dtype=np.uint8)
-    rate = Fraction(fps).limit_denominator(1000)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 # -- PLY -------------------------------------------------------------------------
 
 _PLY_TYPES = {
@@ -419,3 +394,38 @@ def select(items: Sequence[str], wanted: Sequence[str] | None, what: str, where:
     if missing:
         raise UsageError(f"{where}: {what} not found: {', '.join(missing)}")
     return [i for i in items if i in set(wanted)]
+
+
+def write_converted(w, items: Sequence[Path], convert, seed: int, split: str, label: str, tally: str) -> dict[str, int]:
+    """The per-scene loop shared by the ScanNet and ARKitScenes converters.
+
+    `convert(folder, rel_video)` returns an object with `.scene`, `.frames`, `.geometry` and a
+    counts dict named `tally`; a `DataError` or a scene without questions skips that item
+    with its reason. Returns the summed tallies.
+    """
+    from vlmem.data.qa import generate_questions
+    from vlmem.data.video import write_video
+    from vlmem.progress import progress_bar
+
+    totals: dict[str, int] = {}
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=len(items))
+        for d in items:
+            bar.advance(task)
+            rel = w.video_relpath(d.name)
+            try:
+                conv = convert(d, rel)
+                rows = generate_questions(conv.scene, seed=seed, split=split, video=rel)
+            except DataError as exc:
+                w.skip(d.name, str(exc))
+                continue
+            for k, v in getattr(conv, tally).items():
+                totals[k] = totals.get(k, 0) + v
+            if not rows:
+                w.skip(d.name, f"{d}: no questions could be generated from {len(conv.scene.objects)} objects")
+                continue
+            write_video(w.path(rel), conv.frames, conv.scene.fps)
+            w.write_geometry(d.name, conv.geometry)
+            w.write_scene(conv.scene)
+            w.add_rows(rows)
+    return totals

@@ -38,12 +38,11 @@ from vlmem.data.convert_common import (
     select,
     video_fps,
     visible_frames,
-    write_video_frames,
+    write_converted,
 )
 from vlmem.data.scene import Scene, SceneObject
 from vlmem.data.writer import DatasetWriter
 from vlmem.errors import DataError, UsageError
-from vlmem.progress import progress_bar
 
 SOURCE = "scannet"
 SENS_VERSION = 4
@@ -404,12 +403,6 @@ def convert_scene(scene_dir: Path, label_map: dict[str, str] | None, frames: int
 # -- converter ------------------------------------------------------------------------
 
 
-def _generate_questions(scene: Scene, seed: int, split: str, video: str) -> list[dict]:
-    from vlmem.data.qa import generate_questions
-
-    return generate_questions(scene, seed=seed, split=split, video=video)
-
-
 def prepare_scannet(root: Path, out: Path, frames: int = 32, size: int | None = None, overwrite: bool = False,
                     seed: int = 0, split: str = "train", scenes: Sequence[str] | None = None) -> dict:
     """Convert `root/scans/<scene>/` (or `root` = `scans/`, or one scene folder) into `out`."""
@@ -423,27 +416,7 @@ def prepare_scannet(root: Path, out: Path, frames: int = 32, size: int | None = 
     label_map = load_label_map(tsv) if tsv else None
     options = {"root": str(root), "frames": frames, "size": size, "seed": seed, "split": split,
                "scenes": list(scenes) if scenes else None, "label_map": str(tsv) if tsv else None}
-    object_skips: dict[str, int] = {}
-    with DatasetWriter(out, SOURCE, overwrite, options) as w, progress_bar() as bar:
-        task = bar.add_task("scannet scenes", total=len(dirs))
-        for d in dirs:
-            rel = w.video_relpath(d.name)
-            try:
-                conv = convert_scene(d, label_map, frames, size, rel)
-                rows = _generate_questions(conv.scene, seed, split, rel)
-            except DataError as exc:
-                w.skip(d.name, str(exc))
-                bar.advance(task)
-                continue
-            for k, v in conv.object_skips.items():
-                object_skips[k] = object_skips.get(k, 0) + v
-            if not rows:
-                w.skip(d.name, f"{d}: no questions could be generated from {len(conv.scene.objects)} objects")
-                bar.advance(task)
-                continue
-            write_video_frames(w.path(rel), conv.frames, conv.scene.fps)
-            w.write_geometry(d.name, conv.geometry)
-            w.write_scene(conv.scene)
-            w.add_rows(rows)
-            bar.advance(task)
+    with DatasetWriter(out, SOURCE, overwrite, options) as w:
+        object_skips = write_converted(w, dirs, lambda d, rel: convert_scene(d, label_map, frames, size, rel),
+                                       seed, split, "scannet scenes", tally="object_skips")
         return w.commit(extra={"skipped_objects": object_skips, "label_map": str(tsv) if tsv else None})
