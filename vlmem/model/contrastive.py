@@ -50,8 +50,10 @@ class FeatureCompression(nn.Module):
 
 def _check_pair(img: torch.Tensor, txt: torch.Tensor, dim: int, name: str) -> int:
     if img.dim() != 2 or txt.dim() != 2 or img.shape != txt.shape:
-        raise ValueError(f"{name}: expected img and txt of equal shape [B, D], got "
-                         f"{tuple(img.shape)} and {tuple(txt.shape)}")
+        raise ValueError(
+            f"{name}: expected img and txt of equal shape [B, D], got "
+            f"{tuple(img.shape)} and {tuple(txt.shape)}"
+        )
     if img.shape[1] != dim:
         raise ValueError(f"{name}: feature dim {img.shape[1]} != head dim {dim}")
     if img.shape[0] == 0:
@@ -92,7 +94,8 @@ class ITCHead(nn.Module):
         if not 0.0 < temperature_min < temperature < temperature_max:
             raise ConfigError(
                 f"ITCHead: need 0 < temperature_min < temperature < temperature_max, got "
-                f"{temperature_min}, {temperature}, {temperature_max}")
+                f"{temperature_min}, {temperature}, {temperature_max}"
+            )
         self.dim = dim
         self.queue_size = queue_size
         self.temperature_min = float(temperature_min)
@@ -111,7 +114,8 @@ class ITCHead(nn.Module):
     @property
     def temperature(self) -> torch.Tensor:
         span = self.temperature_max - self.temperature_min
-        return self.temperature_min + span * torch.sigmoid(self.temperature_raw)
+        t = self.temperature_min + span * torch.sigmoid(self.temperature_raw)
+        return t.clamp(self.temperature_min, self.temperature_max)  # float32 rounding at the ends
 
     def queued(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The filled part of the (image, text) queues, `[Q, D]` each (order: slot order)."""
@@ -160,8 +164,9 @@ class ITCHead(nn.Module):
         logits_i2t = img_n @ torch.cat([txt_n, q_txt], 0).t() / temp
         logits_t2i = txt_n @ torch.cat([img_n, q_img], 0).t() / temp
         target = torch.arange(b, device=img.device)
-        loss = 0.5 * (F.cross_entropy(logits_i2t.float(), target)
-                      + F.cross_entropy(logits_t2i.float(), target))
+        loss = 0.5 * (
+            F.cross_entropy(logits_i2t.float(), target) + F.cross_entropy(logits_t2i.float(), target)
+        )
         with torch.no_grad():
             i2t_acc = (logits_i2t[:, :b].argmax(1) == target).float().mean()
             t2i_acc = (logits_t2i[:, :b].argmax(1) == target).float().mean()
@@ -169,8 +174,14 @@ class ITCHead(nn.Module):
             update_queue = self.training
         if update_queue:
             self.enqueue(img_n, txt_n)
-        return {"loss": loss, "i2t_acc": i2t_acc, "t2i_acc": t2i_acc,
-                "logits_i2t": logits_i2t, "logits_t2i": logits_t2i, "temperature": temp}
+        return {
+            "loss": loss,
+            "i2t_acc": i2t_acc,
+            "t2i_acc": t2i_acc,
+            "logits_i2t": logits_i2t,
+            "logits_t2i": logits_t2i,
+            "temperature": temp,
+        }
 
 
 def _sample_negatives(sim: torch.Tensor, b: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -221,7 +232,9 @@ class ITMHead(nn.Module):
 
     def _sim(self, a: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return F.normalize(a.float(), dim=-1) @ F.normalize(pool.float(), dim=-1).t() / self.neg_temperature
+            return (
+                F.normalize(a.float(), dim=-1) @ F.normalize(pool.float(), dim=-1).t() / self.neg_temperature
+            )
 
     def forward(
         self,
@@ -251,20 +264,29 @@ class ITMHead(nn.Module):
             sim_t2i = self._sim(txt, img_pool)
         for name, s, n in (("sim", sim_i2t, txt_pool.shape[0]), ("sim_t2i", sim_t2i, img_pool.shape[0])):
             if tuple(s.shape) != (b, n):
-                raise ValueError(f"ITMHead: {name} must be [{b}, {n}] (batch + queue candidates), "
-                                 f"got {tuple(s.shape)}")
+                raise ValueError(
+                    f"ITMHead: {name} must be [{b}, {n}] (batch + queue candidates), got {tuple(s.shape)}"
+                )
 
         neg_txt_idx = _sample_negatives(sim_i2t, b, generator)
         neg_img_idx = _sample_negatives(sim_t2i, b, generator)
         all_img = torch.cat([img, img, img_pool[neg_img_idx]], 0)
         all_txt = torch.cat([txt, txt_pool[neg_txt_idx], txt], 0)
         logits = self.pair_logits(all_img, all_txt)
-        labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)]).to(img.device)
+        labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)]).to(
+            img.device
+        )
         loss = F.cross_entropy(logits.float(), labels)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
-        return {"loss": loss, "acc": acc, "logits": logits, "labels": labels,
-                "neg_txt_idx": neg_txt_idx, "neg_img_idx": neg_img_idx}
+        return {
+            "loss": loss,
+            "acc": acc,
+            "logits": logits,
+            "labels": labels,
+            "neg_txt_idx": neg_txt_idx,
+            "neg_img_idx": neg_img_idx,
+        }
 
 
 def bitgen_loss(
@@ -284,12 +306,13 @@ def bitgen_loss(
         bad = sorted(set(weights) - set(BITGEN_LOSS_TERMS))
         if bad:
             raise ValueError(f"bitgen_loss: unknown weights {bad}")
-        w = {k: float(weights.get(k, d)) for k, d in zip(BITGEN_LOSS_TERMS, BITGEN_LOSS_WEIGHTS)}
+        w = {k: float(weights.get(k, d)) for k, d in zip(BITGEN_LOSS_TERMS, BITGEN_LOSS_WEIGHTS, strict=True)}
     else:
         if len(weights) != len(BITGEN_LOSS_TERMS):
-            raise ValueError(f"bitgen_loss: need {len(BITGEN_LOSS_TERMS)} weights "
-                             f"{BITGEN_LOSS_TERMS}, got {len(weights)}")
-        w = dict(zip(BITGEN_LOSS_TERMS, map(float, weights)))
+            raise ValueError(
+                f"bitgen_loss: need {len(BITGEN_LOSS_TERMS)} weights {BITGEN_LOSS_TERMS}, got {len(weights)}"
+            )
+        w = dict(zip(BITGEN_LOSS_TERMS, map(float, weights), strict=True))
     total = None
     for k in BITGEN_LOSS_TERMS:
         if k not in terms or w[k] == 0.0:
