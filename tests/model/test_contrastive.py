@@ -7,15 +7,6 @@ import torch.nn.functional as F
 from vlmem.errors import ConfigError
 from vlmem.model.contrastive import FeatureCompression, ITCHead, ITMHead, bitgen_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 LO, HI = torch.tensor(0.01).item(), 1.0  # float32 bounds
 
 

@@ -20,13 +20,6 @@ PAD, BOS, EOS = 0, 1, 2
 ANSWERS = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [6, 5]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared cores: intra-op threads spin against other processes and make tiny ops ~50x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _batch(hidden=H, seed=0):
