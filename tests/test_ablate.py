@@ -18,6 +18,7 @@ name = "grid"
 description = "test grid"
 [data]
 frames = 4
+question_types = []
 [model]
 pool = 1
 [model.memory]

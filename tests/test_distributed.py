@@ -12,7 +12,7 @@ import pytest
 
 from vlmem.cli import main
 
-SETS = ["train.max_steps=3", "train.log_every=1", "data.frames=6", "model.vision.image_size=32", "model.pool=1"]
+SETS = ["data.question_types=[]", "train.max_steps=3", "train.log_every=1", "data.frames=6", "model.vision.image_size=32", "model.pool=1"]
 
 
 def _sets(extra):

@@ -145,7 +145,7 @@ def tiny_run(tmp_path_factory):
     try:
         assert main(["prepare-data", "synthetic", "--out", "data/synth", "--scenes", "4", "--frames", "8",
                      "--size", "32"]) == 0
-        sets = ["data.frames=6", "model.vision.image_size=32", "model.pool=1", "train.batch_size=2", "model.memory.kind=dual",
+        sets = ["data.frames=6", "model.vision.image_size=32", "model.pool=1", "train.batch_size=2", "model.memory.kind=dual", "data.question_types=[]",
                 "train.max_steps=1", "run.name=insp"]
         assert main(["train", "tiny/base", *[a for s in sets for a in ("--set", s)]]) == 0
         yield root

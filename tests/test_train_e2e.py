@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from vlmem.cli import main
 
-TINY = ["model.memory.kind=dual", "data.frames=6", "model.vision.image_size=32", "model.vision.patch_size=8", "model.pool=1",
+TINY = ["model.memory.kind=dual", "data.question_types=[]", "data.frames=6", "model.vision.image_size=32", "model.vision.patch_size=8", "model.pool=1",
         "train.batch_size=2", "train.log_every=1", "eval.frames=6", "eval.batch_size=4"]
 
 
