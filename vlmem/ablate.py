@@ -37,8 +37,7 @@ def _score_of(result: dict) -> tuple[float | None, dict]:
     official = result.get("official", result)
     per_task = official.get("tasks") or official.get("per_type") or {}
     flat = {k: (v if not isinstance(v, dict) else v.get("score")) for k, v in per_task.items()}
-    overall = official.get("overall", result.get("exact_match"))
-    return overall, flat
+    return official.get("overall"), flat
 
 
 def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bool = False,

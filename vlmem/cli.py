@@ -119,27 +119,6 @@ class _Invalid(VlmemError):
 
 
 # -- train ----------------------------------------------------------------------
-def phase_overrides(recipe_path: str, phase: int | None, set_: list[str]) -> list[str]:
-    """`--phase N` on a recipe of another phase: a run `<name>-phaseN` that starts from phase N-1's run."""
-    from vlmem.recipe import load_recipe
-
-    if phase is None:
-        return list(set_)
-    base = load_recipe(recipe_path, set_)
-    if phase == base.train.phase:
-        return list(set_)
-    if phase not in (0, 1, 2, 3):
-        raise _Invalid(f"--phase {phase}: valid phases are 0, 1, 2, 3")
-    name = base.run.name
-    prev = name if phase - 1 == base.train.phase else f"{name}-phase{phase - 1}"
-    extra = [f"train.phase={phase}", f'run.name="{name}-phase{phase}"', 'run.output_dir=""']
-    if not any(s.startswith("train.init_from=") for s in set_):
-        extra.append(f'train.init_from="runs/{prev}"')
-    if not any(s.startswith("train.trainable=") for s in set_):
-        extra.append("train.trainable=[]")  # the phase's own component set
-    return [*set_, *extra]  # the phase's run name wins over a --set run.name (it names the base run)
-
-
 @app.command("train")
 def train_cmd(
     recipe: Annotated[str, typer.Argument(help="Recipe file or shipped name (tiny/phase1).")],
@@ -160,6 +139,7 @@ def train_cmd(
       vlmem train recipes/tiny/phase1.toml --resume --set train.max_steps=400
     """
     from vlmem.recipe import load_recipe
+    from vlmem.recipe.load import phase_overrides
     from vlmem.train.loop import train
 
     overrides = phase_overrides(recipe, phase, set_ or [])

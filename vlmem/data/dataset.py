@@ -34,6 +34,7 @@ def build_prompt(row: dict) -> str:
 
 
 def read_qa_table(root: Path, split: str | None = None, question_types=(), max_samples: int = 0) -> list[dict]:
+    """Rows of `root/qa.parquet`, optionally restricted (see `select_rows`)."""
     root = Path(root)
     path = root / "qa.parquet"
     if not path.is_file():
@@ -52,6 +53,11 @@ def read_qa_table(root: Path, split: str | None = None, question_types=(), max_s
         r.setdefault("answer_kind", "mc" if r.get("options") is not None and len(r["options"]) else "numeric")
         r.setdefault("split", "eval")
         r.setdefault("video", f"videos/{r.get('scene_name')}.mp4")
+    return select_rows(rows, path, split, question_types, max_samples)
+
+
+def select_rows(rows: list[dict], path: Path, split: str | None = None, question_types=(), max_samples: int = 0):
+    """The rows of one split and question types (first `max_samples`); an empty result is an error."""
     if split:
         rows = [r for r in rows if r["split"] == split]
     if question_types:
@@ -121,8 +127,7 @@ class QADataset(torch.utils.data.Dataset):
                 stem = Path(video).stem
                 if not any((cdir / f"{stem}{ext}").is_file() for ext in (".pt", ".safetensors")):
                     problems.append(f"{cdir}/{stem}.pt: no cached geometry features for {video}")
-            n = video_num_frames(path) if path.is_file() else len(list(path.iterdir()))
-            if n == 0:
+            if video_num_frames(path) == 0:
                 problems.append(f"{path}: has no frames")
         if problems:
             more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
@@ -148,7 +153,7 @@ class QADataset(torch.utils.data.Dataset):
 
         return self._videos.get_or(video, load)
 
-    def _sensor_geometry(self, video: str, idx: np.ndarray, src_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def _sensor_geometry(self, video: str, idx: np.ndarray) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         def load():
@@ -179,7 +184,7 @@ class QADataset(torch.utils.data.Dataset):
         frames, idx = self._frames(row["video"])
         sample = {"id": row["id"], "frames": frames, "row": row}
         if self.spec.geometry == "sensor":
-            sample["geometry"] = self._sensor_geometry(row["video"], idx, tuple(frames.shape[-2:]))
+            sample["geometry"] = self._sensor_geometry(row["video"], idx)
         elif self.spec.geometry == "cached":
             from vlmem.geometry import (
                 find_cached_geometry,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table, tokenize
+from vlmem.data.dataset import QADataset, SampleSpec, build_prompt, collate, read_qa_table, tokenize
 from vlmem.progress import progress_bar
 
 
@@ -27,8 +27,6 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
             samples = []
             for i in range(start, min(start + batch_size, len(rows))):
                 s = dataset[i]
-                from vlmem.data.dataset import build_prompt
-
                 s.update(tokenize(tokenizer, build_prompt(s["row"]), None))
                 samples.append(s)
             batch = collate(samples, pad_id=pad_id, padding_side="left")

@@ -92,7 +92,7 @@ class MemoryVLM(nn.Module):
 
     # -- stage 2: memory over frames -------------------------------------------
     def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False):
-        """tokens [B,T,N,D] -> (tokens handed on [B,T,N,D], final state, per-frame info or None).
+        """tokens [B,T,N,D] -> (memory read-out M [B,T,N,D], final state, per-frame info dict).
 
         With `tbptt_frames` the video is scanned in chunks whose state is detached between
         them (truncated backprop through time)."""
@@ -108,17 +108,18 @@ class MemoryVLM(nn.Module):
             state = res[1]
             if return_info:
                 infos.append(res[2])
-        m = torch.cat(outs, dim=1)
-        info = {k: torch.cat([i[k] for i in infos], 1) for k in infos[0]} if return_info and infos[0] else None
-        self.last_memory_read = m  # for the optional consistency loss (train.aux_consistency_weight)
-        handed_on = tokens + m if self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none" else m
-        return handed_on, state, info
+        info = {k: torch.cat([i[k] for i in infos], 1) for k in infos[0]} if return_info and infos[0] else {}
+        return torch.cat(outs, dim=1), state, info
 
-    def consistency_loss(self, tokens: torch.Tensor) -> torch.Tensor:
+    def hand_on(self, tokens: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """What reaches the LM: H_t + M_t (model.memory.output = "residual") or M_t."""
+        residual = self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none"
+        return tokens + m if residual else m
+
+    def consistency_loss(self, tokens: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """1 - cos(M_t, H_t) over frames t >= 1: the memory's read-out should agree with what the
         frame shows (H_t detached, so only the memory learns from it)."""
-        m = self.last_memory_read
-        if m is None or tokens.shape[1] < 2 or self.cfg.memory.kind == "none":
+        if tokens.shape[1] < 2 or self.cfg.memory.kind == "none":
             return tokens.new_zeros(())
         cos = F.cosine_similarity(m[:, 1:].float(), tokens[:, 1:].detach().float(), dim=-1)
         return (1 - cos).mean()
@@ -137,38 +138,37 @@ class MemoryVLM(nn.Module):
 
     def assemble(self, visual: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  labels: torch.Tensor | None, padding_side: str = "right"):
-        """Per sample [visual; text-without-padding], padded as a whole (left for generation)."""
-        embed = self.lm.get_input_embeddings()
+        """Per sample [visual; text-without-padding], padded as a whole (left for generation).
+
+        [visual; text] is concatenated for the whole batch, then each row's padding is moved
+        to the end (right) or the front (left) by a stable sort of the mask: no Python loop."""
         b, v = visual.shape[:2]
-        lengths = attention_mask.sum(1)
-        total = int(v + lengths.max())
-        text = embed(input_ids)
-        out = visual.new_zeros(b, total, visual.shape[-1])
-        mask = attention_mask.new_zeros(b, total)
-        lab = torch.full((b, total), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
-        for i in range(b):
-            keep = attention_mask[i].bool()
-            n = int(v + lengths[i])
-            start = total - n if padding_side == "left" else 0
-            out[i, start:start + v] = visual[i]
-            out[i, start + v:start + n] = text[i, keep]
-            mask[i, start:start + n] = 1
-            if labels is not None:
-                lab[i, start + v:start + n] = labels[i, keep]
-        return out, mask, (lab if labels is not None else None)
+        text = self.lm.get_input_embeddings()(input_ids)
+        embeds = torch.cat([visual, text.to(visual.dtype)], dim=1)
+        mask = torch.cat([attention_mask.new_ones(b, v), attention_mask], dim=1)
+        order = torch.argsort(mask, dim=1, descending=padding_side == "right", stable=True)
+        embeds = embeds.gather(1, order.unsqueeze(-1).expand_as(embeds))
+        lab = None
+        if labels is not None:
+            lab = torch.cat([labels.new_full((b, v), IGNORE_INDEX), labels], dim=1).gather(1, order)
+        return embeds, mask.gather(1, order), lab
 
     # -- training / inference ----------------------------------------------------
     def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0,
-                return_info=False):
-        """Returns (loss, logits, memory_state, memory_info). Precomputed `tokens` skip `encode_frames`."""
+                return_info=False, consistency=False):
+        """Returns (loss, logits, memory_state, aux). Precomputed `tokens` skip `encode_frames`.
+
+        `aux` holds the memory's per-frame info with `return_info`, and the consistency loss
+        under "consistency" with `consistency`."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        handed_on, state, info = self.run_memory(tokens, tbptt_frames, return_info)
-        self.last_tokens = tokens
-        visual = self.visual_embeds(handed_on)
+        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info)
+        if consistency:
+            aux["consistency"] = self.consistency_loss(tokens, m)
+        visual = self.visual_embeds(self.hand_on(tokens, m))
         embeds, mask, lab = self.assemble(visual, input_ids, attention_mask, labels)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=lab)
-        return out.loss, out.logits, state, info
+        return out.loss, out.logits, state, aux
 
     @torch.no_grad()
     def generate(self, frames, input_ids, attention_mask, geometry=None, max_new_tokens=16, eos_token_id=None,
@@ -176,8 +176,8 @@ class MemoryVLM(nn.Module):
         """Greedy decoding; returns the new token ids [B, <=max_new_tokens]."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        handed_on, _, _ = self.run_memory(tokens)
-        visual = self.visual_embeds(handed_on)
+        m, _, _ = self.run_memory(tokens)
+        visual = self.visual_embeds(self.hand_on(tokens, m))
         embeds, mask, _ = self.assemble(visual, input_ids, attention_mask, None, padding_side="left")
         return self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 do_sample=False, eos_token_id=eos_token_id, pad_token_id=pad_token_id)

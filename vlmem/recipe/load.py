@@ -266,3 +266,23 @@ def ablation_variants(recipe: Recipe, where: str = "recipe", quick: bool = False
     if problems:
         raise ConfigError(f"invalid ablation in {where} ({len(problems)} problems):", problems)
     return out
+
+
+def phase_overrides(recipe_path: str, phase: int | None, set_: list[str]) -> list[str]:
+    """`--phase N` on a recipe of another phase: a run `<name>-phaseN` that starts from phase N-1's
+    run and trains the phase's own components, unless `--set` names init_from / trainable."""
+    if phase is None:
+        return list(set_)
+    base = load_recipe(recipe_path, set_)
+    if phase == base.train.phase:
+        return list(set_)
+    if phase not in (0, 1, 2, 3):
+        raise ConfigError(f"--phase {phase}: valid phases are 0, 1, 2, 3")
+    name = base.run.name
+    prev = name if phase - 1 == base.train.phase else f"{name}-phase{phase - 1}"
+    extra = [f"train.phase={phase}", f'run.name="{name}-phase{phase}"', 'run.output_dir=""']
+    if not any(s.startswith("train.init_from=") for s in set_):
+        extra.append(f'train.init_from="runs/{prev}"')
+    if not any(s.startswith("train.trainable=") for s in set_):
+        extra.append("train.trainable=[]")
+    return [*set_, *extra]  # the phase's run name wins over a --set run.name (it names the base run)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import TextColumn
 from rich.table import Table
 
-from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table
+from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table, select_rows
 from vlmem.errors import UsageError
 from vlmem.progress import is_main_process, progress_bar
 from vlmem.recipe import Recipe, recipe_hash, write_lock
@@ -139,12 +139,14 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     seed_everything(recipe.run.seed)
     acc = make_accelerator(recipe)
     root = Path(recipe.data.root)
-    rows = read_qa_table(root, recipe.data.train_split, recipe.data.question_types, recipe.data.max_samples)
+    all_rows = read_qa_table(root)
+    rows = select_rows(all_rows, root / "qa.parquet", recipe.data.train_split, recipe.data.question_types,
+                       recipe.data.max_samples)
     spec = SampleSpec(frames=recipe.data.frames, image_size=m.vision.image_size, geometry=m.geometry.source,
                       cached_dir=m.geometry.cached_dir)
     saved_tok = (resume_from / "model") if resume_from else init_dir
-    all_rows = read_qa_table(root) if saved_tok is None else None
-    tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if all_rows else None, saved=saved_tok)
+    # a tiny model's tokenizer is built from all the dataset's text (vocabulary only), else loaded
+    tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if saved_tok is None else None, saved=saved_tok)
     dataset = QADataset(root, rows, spec, tokenizer)
     dataset.validate()
 
@@ -215,7 +217,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rank = acc.process_index
     model.train()
-    window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
+    window = _new_window()
     last_grad_norm = float("nan")
     with progress_bar(TextColumn("loss {task.fields[loss]}")) as progress:
         task = progress.add_task(f"train phase {t.phase}", total=plan.total_steps, completed=start_step, loss="-")
@@ -233,7 +235,8 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                     loss, _, mem_state, mem_info = model(
                         frames=batch["frames"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         labels=batch["labels"], geometry=batch.get("geometry"), tokens=tokens,
-                        tbptt_frames=t.tbptt_frames, return_info=log_now and k == len(micro) - 1)
+                        tbptt_frames=t.tbptt_frames, return_info=log_now and k == len(micro) - 1,
+                        consistency=t.aux_consistency_weight > 0)
                     # Weight by answer tokens over all processes, so N processes x batch b give exactly
                     # the gradient of one process with batch N*b (DDP averages the per-process grads).
                     n_local = (batch["labels"] != -100).sum().to(loss.dtype)
@@ -241,7 +244,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                     loss_sum = loss * n_local
                     aux = dict(core.memory.aux_losses(mem_state))  # already weighted by the recipe (Larimar KL)
                     if t.aux_consistency_weight:
-                        aux["consistency"] = t.aux_consistency_weight * core.consistency_loss(core.last_tokens)
+                        aux["consistency"] = t.aux_consistency_weight * mem_info.pop("consistency")
                     total = loss_sum * acc.num_processes / n_global + (sum(aux.values()) if aux else 0)
                     acc.backward(total)
                     if acc.sync_gradients:
@@ -269,7 +272,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                 if t.tracker != "none":
                     acc.log({k: v for k, v in record.items() if k != "step"}, step=done)
                 progress.update(task, loss=f"{record['loss']:.4f}")
-                window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
+                window = _new_window()
             progress.update(task, completed=done)
             if (t.save_every and done % t.save_every == 0) or done == plan.total_steps:
                 save(done)
@@ -278,6 +281,11 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         console.print(f"trained {plan.total_steps} steps -> {run_dir} (checkpoints/last, metrics.jsonl, curves.png)")
     acc.end_training()
     return run_dir
+
+
+def _new_window() -> dict:
+    """Sums over the steps since the last metrics line."""
+    return {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
 
 
 def _print_parameters(table, recipe: Recipe, components: set[str]) -> None:
