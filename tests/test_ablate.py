@@ -56,3 +56,15 @@ def test_bad_grid_key_fails_before_training(tmp_path, monkeypatch, capsys):
     assert main(["ablate", str(recipe)]) == 2
     assert "model.memory.Lw" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_score_of_reads_vsibench_and_qa_reports():
+    from vlmem.ablate import _score_of
+
+    vsi = {"official": {"overall": 50.0, "tasks": {"object_counting": {"score": 40.0}, "room_size_estimation": 60.0}}}
+    assert _score_of(vsi) == (50.0, {"object_counting": 40.0, "room_size_estimation": 60.0})
+    qa = {"official": {"overall": 70.0, "metrics": {"exact_match": 60.0, "f1": 70.0},
+                       "per_type": {"caption": {"exact_match": 60.0, "f1": 70.0, "count": 3}}}}
+    overall, flat = _score_of(qa)
+    assert overall == 70.0
+    assert flat == {"caption/em": 60.0, "caption/f1": 70.0, "exact_match": 60.0, "f1": 70.0}

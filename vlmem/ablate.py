@@ -36,7 +36,14 @@ def _score_of(result: dict) -> tuple[float | None, dict]:
     """Overall and per-task scores from an eval result of any benchmark."""
     official = result.get("official", result)
     per_task = official.get("tasks") or official.get("per_type") or {}
-    flat = {k: (v if not isinstance(v, dict) else v.get("score")) for k, v in per_task.items()}
+    flat = {}
+    for k, v in per_task.items():
+        if isinstance(v, dict) and "score" not in v and "f1" in v:  # the qa scorer: EM and F1 per type
+            flat[f"{k}/em"], flat[f"{k}/f1"] = v.get("exact_match"), v.get("f1")
+        else:
+            flat[k] = v if not isinstance(v, dict) else v.get("score")
+    for name, value in (official.get("metrics") or {}).items():
+        flat[name] = value
     return official.get("overall"), flat
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vlmem.errors import EXIT_INTERRUPTED, EXIT_USAGE, VlmemError, exit_code_for
+from vlmem.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, VlmemError, exit_code_for
 
 console = Console()
 err_console = Console(stderr=True)
@@ -212,7 +212,7 @@ def eval_qa_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt =
 def ablate_cmd(
     recipe: Annotated[str, typer.Argument(help="Ablation recipe (recipes/ablate/NAME.toml).")],
     set_: SetOpt = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [ablate.quick] overrides (fewer "
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's \\[ablate.quick] overrides (fewer "
                                                         "steps / samples) for a fast check.")] = False,
     max_eval_samples: MaxSamplesOpt = 0,
 ) -> None:
@@ -291,6 +291,9 @@ def prepare_synthetic_cmd(
     walk: Annotated[str, typer.Option(help="Camera path: sweep (objects pass through view once) or orbit.")] = "sweep",
     categories: Annotated[str, typer.Option(help="Comma-separated object categories (default: all).")] = "",
     eval_fraction: Annotated[float, typer.Option(help="Fraction of scenes held out as the eval split.")] = 0.25,
+    instances: Annotated[str, typer.Option(help="MIN,MAX instances of every chosen category (default: each "
+                                                 "category's own range).")] = "",
+    families: Annotated[str, typer.Option(help="Comma-separated question families (default: all).")] = "",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Procedural rooms rendered to videos + depth + poses, with VSI-Bench-style questions. No downloads.
@@ -300,8 +303,17 @@ def prepare_synthetic_cmd(
     from vlmem.data.synthetic import prepare_synthetic
 
     cats = [c.strip() for c in categories.split(",") if c.strip()] or None
+    fams = [f.strip() for f in families.split(",") if f.strip()] or None
+    count_range = None
+    if instances:
+        try:
+            lo, hi = (int(x) for x in instances.split(","))
+        except ValueError:
+            raise UsageError(f"--instances must be MIN,MAX (two integers), got {instances!r}") from None
+        count_range = (lo, hi)
     manifest = prepare_synthetic(out, scenes=scenes, frames=frames, size=size, seed=seed, categories=cats, walk=walk,
-                                 overwrite=overwrite, eval_fraction=eval_fraction)
+                                 overwrite=overwrite, eval_fraction=eval_fraction, families=fams,
+                                 instances=count_range)
     _summarise(manifest, out)
 
 

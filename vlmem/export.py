@@ -46,13 +46,22 @@ def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp3
             components = (components - {"lm_lora"}) | {"lm"}  # merged LM weights must be shipped
         elif lora:
             model.lm.save_pretrained(str(tmp / "adapter"))
+        for name, module in getattr(model, "peft_adapters", dict)().items():  # e.g. BitGen's DINOv2 LoRA
+            module.save_pretrained(str(tmp / name))
+        memory_lora = config.get("memory_lora")
+        if memory_lora and merge_lora:  # the memory attention's adapters fold into its weights
+            from vlmem.train.memory_lora import merge_memory_lora
+
+            merge_memory_lora(model.memory)
+            memory_lora = None
         state = model_state(model, recipe, components)
         cast = DTYPES[dtype]
         state = {k: (v.to(cast) if v.is_floating_point() else v) for k, v in state.items()}
         save_file(state, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         shutil.copy(run / "recipe.lock.toml", tmp / "recipe.lock.toml")
-        exported = {**config, "lora": lora and not merge_lora, "components": sorted(components), "dtype": dtype,
+        exported = {**config, "lora": lora and not merge_lora, "memory_lora": memory_lora,
+                    "components": sorted(components), "dtype": dtype,
                     "exported_from": str(run), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "keys": len(state)}
         (tmp / "config.json").write_text(json.dumps(exported, indent=2))
@@ -77,7 +86,12 @@ def model_card(recipe, run: Path, config: dict, state: dict) -> str:
         "## What was trained",
         f"- phase {recipe.train.phase}, components {', '.join(config.get('components', []))}, step {config.get('step')}",
         f"- vision: {m.vision.kind} ({m.vision.pretrained or 'tiny random-init stand-in, not a pretrained model'})",
-        f"- LM: {m.lm.kind} ({m.lm.pretrained or ('from the vision checkpoint' if m.lm.kind == 'from_vision_checkpoint' else 'tiny random-init stand-in')})",
+        _decoder_line(m) if m.decoder.kind != "lm" and m.kind != "bitgen" else
+        f"- LM: {m.lm.kind} ({m.lm.pretrained or ('from the vision checkpoint' if m.lm.kind == 'from_vision_checkpoint' else 'tiny random-init stand-in')})"
+        if m.kind != "bitgen" else
+        f"- BitGen: DINOv2 LoRA r={m.bitgen.lora_r} on {', '.join(m.bitgen.lora_targets)} (vision_adapter/, PEFT format), "
+        f"embed_dim {m.bitgen.embed_dim}, ITC queue {m.bitgen.queue_size} + ITM, {m.bitgen.lm_layers}-layer LM head; "
+        f"loss weights itc {m.bitgen.itc_weight} / itm {m.bitgen.itm_weight} / text {m.bitgen.text_weight}",
         f"- geometry: {m.geometry.source}; fusion: injection={m.fusion.position_injection}, "
         f"alignment={m.fusion.viewpoint_alignment}, cross-attention={m.fusion.cross_attention}",
         f"- memory: {m.memory.kind} (L_w={m.memory.L_w}, L_e={m.memory.L_e}, output={m.memory.output}); "
@@ -101,3 +115,10 @@ def model_card(recipe, run: Path, config: dict, state: dict) -> str:
     lines += ["", "## Use", "```", "vlmem eval vsibench --run <this folder> --data <dataset folder>",
               "vlmem inspect-memory --run <this folder> --video <scene> --data <dataset folder>", "```", ""]
     return "\n".join(lines)
+
+
+def _decoder_line(m) -> str:
+    d = m.decoder
+    trm = f", n={d.trm_n}, T={d.trm_T}, deep supervision {d.deep_supervision}, halting={d.halting}" if d.kind == "trm" else ""
+    return (f"- decoder: {d.kind} (hidden {d.hidden_size}, {d.num_layers} layers{trm}; resampler "
+            f"{d.resampler_latents or 'off'}, vision={'on' if d.use_vision else 'off'}, trained from scratch; no HF LM)")

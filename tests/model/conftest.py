@@ -1,11 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster on 2 cores shared with other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every model test runs single-threaded (tests/conftest.py)."""
     yield
-    torch.set_num_threads(old)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +76,20 @@ class SyntheticScene:
     seed: int  # the int seed of this scene (also used for its questions)
 
 
-def resolve_categories(categories: Sequence[str] | None) -> list[Category]:
+def resolve_categories(categories: Sequence[str] | None, instances: tuple[int, int] | None = None) -> list[Category]:
+    """Named categories (default: DEFAULT_CATEGORIES); `instances` = (min, max) replaces every
+    category's own instance range (e.g. wider count ranges so counting needs every frame)."""
     names = list(DEFAULT_CATEGORIES if not categories else categories)
     unknown = [n for n in names if n not in CATEGORIES]
     if unknown:
         raise UsageError(f"unknown synthetic categories {unknown}: choose from {sorted(CATEGORIES)}")
     if len(set(names)) != len(names):
         raise UsageError(f"synthetic categories repeat a name: {names}")
+    if instances is not None:
+        lo, hi = instances
+        if not 1 <= lo <= hi:
+            raise UsageError(f"--instances must be MIN,MAX with 1 <= MIN <= MAX, got {lo},{hi}")
+        return [replace(CATEGORIES[n], count=(lo, hi)) for n in names]
     return [CATEGORIES[n] for n in names]
 
 
@@ -188,7 +195,8 @@ def layout_room(rng: np.random.Generator, categories: Sequence[Category], path_x
 # -- one scene -------------------------------------------------------------------
 def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64,
                      categories: Sequence[str] | None = None, walk: str = "sweep", fov_deg: float = FOV_DEG,
-                     fps: float = FPS, min_objects: int = 3) -> SyntheticScene:
+                     fps: float = FPS, min_objects: int = 3,
+                     instances: tuple[int, int] | None = None) -> SyntheticScene:
     """Generate, lay out and render scene `index` (name `synth_{index:05d}`) deterministically from `seed`.
 
     `size` is the frame width and height; objects never visible (fewer than
@@ -198,7 +206,7 @@ def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64
         raise UsageError(f"frames must be >= 1, got {frames}")
     if size < 8:
         raise UsageError(f"size must be >= 8 px, got {size}")
-    cats = resolve_categories(categories)
+    cats = resolve_categories(categories, instances)
     ss = scene_seed_sequence(seed, index)
     rng = np.random.default_rng(ss)
     K = intrinsics_matrix(size, size, fov_deg)
@@ -241,7 +249,7 @@ def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64
 def prepare_synthetic(out: Path, scenes: int = 8, frames: int = 32, size: int = 64, seed: int = 0,
                       categories: Sequence[str] | None = None, walk: str = "sweep", overwrite: bool = False,
                       eval_fraction: float = 0.25, families: Sequence[str] | None = None,
-                      fps: float = FPS) -> dict:
+                      fps: float = FPS, instances: tuple[int, int] | None = None) -> dict:
     """Render `scenes` synthetic rooms into a dataset folder `out` (DESIGN section 3); returns the manifest.
 
     Scenes are `synth_00000`...; the last round(scenes * eval_fraction) are split "eval",
@@ -266,19 +274,19 @@ def prepare_synthetic(out: Path, scenes: int = 8, frames: int = 32, size: int = 
         raise UsageError(f"--frames must be >= 1, got {frames}")
     if not fps > 0:
         raise UsageError(f"fps must be > 0, got {fps}")
-    cats = [c.name for c in resolve_categories(categories)]
+    cats = [c.name for c in resolve_categories(categories, instances)]
     render_size = size + (size % 2)
     n_eval = int(round(scenes * eval_fraction))
     options = {"scenes": scenes, "frames": frames, "size": size, "render_size": render_size, "seed": seed,
                "categories": cats, "walk": walk, "eval_fraction": eval_fraction,
                "families": list(families) if families else None, "fps": fps, "fov_deg": FOV_DEG,
-               "depth_dtype": "float16"}
+               "depth_dtype": "float16", "instances": list(instances) if instances else None}
     with DatasetWriter(out, DATASET_NAME, overwrite, options) as w, progress_bar() as progress:
         task = progress.add_task("synthetic scenes", total=scenes)
         for i in range(scenes):
             split = "eval" if i >= scenes - n_eval else "train"
             synth = synthesize_scene(i, seed=seed, frames=frames, size=render_size, categories=cats, walk=walk,
-                                     fps=fps)
+                                     fps=fps, instances=instances)
             scene = synth.scene
             rel = w.video_relpath(scene.name)
             write_video(w.path(rel), synth.render.rgb, fps=fps)

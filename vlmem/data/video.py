@@ -1,4 +1,4 @@
-"""Video IO: H.264 writing (PyAV), frame reading (decord, PyAV fallback, image folders), frame sampling.
+"""Video IO: H.264 writing (PyAV), frame reading (decord, PyAV fallback, image folders, single images), frame sampling.
 
 Sampling follows lmms-eval / VLM-3R exactly: `uniform` is
 `np.linspace(0, num_frames - 1, n, dtype=int)`, i.e. evenly spaced float positions
@@ -107,6 +107,8 @@ def video_num_frames(path: Path) -> int:
     _check_exists(path)
     if path.is_dir():
         return len(_image_files(path))
+    if path.suffix.lower() in IMAGE_EXTENSIONS:  # a single image (PixMo rows) is a one-frame video
+        return 1
     decord = _decord()
     if decord is not None:
         try:
@@ -154,6 +156,8 @@ def read_frames(path: Path, indices, backend: str | None = None) -> np.ndarray:
     _check_exists(path)
     if path.is_dir():
         return _read_image_folder(path, indices)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return _read_images([path], indices, path)
     if backend not in (None, "decord", "av"):
         raise UsageError(f"unknown video backend {backend!r}: expected 'decord' or 'av'")
     decord = _decord() if backend in (None, "decord") else None
@@ -203,12 +207,17 @@ def _read_av(path: Path, indices: np.ndarray) -> np.ndarray:
 
 
 def _read_image_folder(folder: Path, indices: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
     files = _image_files(folder)
     if not files:
         raise DataError(f"{folder}: no .jpg/.png frames in folder")
-    _check_indices(folder, indices, len(files))
+    return _read_images(files, indices, folder)
+
+
+def _read_images(files: list[Path], indices: np.ndarray, where: Path) -> np.ndarray:
+    """Images `files[i]` for i in `indices` as uint8 [n, H, W, 3] (all the same size)."""
+    from PIL import Image
+
+    _check_indices(where, indices, len(files))
     out = []
     for i in indices.tolist():
         try:
@@ -217,5 +226,5 @@ def _read_image_folder(folder: Path, indices: np.ndarray) -> np.ndarray:
         except Exception as exc:
             raise DataError(f"{files[i]}: cannot read image ({_short(exc)})") from None
     if len({a.shape for a in out}) > 1:
-        raise DataError(f"{folder}: frames have different sizes")
+        raise DataError(f"{where}: frames have different sizes")
     return np.stack(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)

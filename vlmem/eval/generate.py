@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
     dataset.validate()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     records = []
+    takes_tokens = "tokens" in inspect.signature(model.generate).parameters and hasattr(model, "encode_frames")
     with progress_bar() as progress, torch.no_grad():
         task = progress.add_task(f"eval {split}", total=len(rows))
         for start in range(0, len(rows), batch_size):
@@ -30,9 +32,10 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
                 s.update(tokenize(tokenizer, build_prompt(s["row"]), None))
                 samples.append(s)
             batch = collate(samples, pad_id=pad_id, padding_side="left")
+            extra = {"tokens": _encode_once_per_video(model, batch)} if takes_tokens else {}
             new = model.generate(batch["frames"], batch["input_ids"], batch["attention_mask"],
                                  geometry=batch.get("geometry"), max_new_tokens=max_new_tokens,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id)
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id, **extra)
             for row, ids in zip(batch["rows"], new, strict=True):
                 text = tokenizer.decode(ids, skip_special_tokens=True).strip()
                 records.append({"id": row["id"], "question_type": row["question_type"],
@@ -42,6 +45,54 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
                                 "num_frames": row.get("num_frames"), "duration": row.get("duration")})
             progress.advance(task, len(samples))
     return records
+
+
+def retrieval(model, tokenizer, recipe, data_root: Path, split: str, frames: int, batch_size: int,
+              max_samples: int = 0, question_types=(), seed: int = 0) -> dict:
+    """Image-text retrieval and matching on a split, for models with `retrieval_metrics` (BitGen).
+
+    Text = prompt + answer. Rows are shuffled with `seed` (a split lists each video's questions
+    together) and cut into batches of `batch_size`; metrics are in-batch, rows showing the same video
+    count as positives, and a batch of one row is skipped. Fractions in [0, 1], averaged over rows;
+    `chance` is the accuracy of a random pick."""
+    import numpy as np
+
+    rows = read_qa_table(Path(data_root), split, question_types, max_samples)
+    rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
+    m = recipe.model
+    spec = SampleSpec(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
+                      cached_dir=m.geometry.cached_dir)
+    dataset = QADataset(Path(data_root), rows, spec, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    generator = torch.Generator().manual_seed(seed)  # ITM negatives
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for start in range(0, len(rows) - 1, batch_size):
+        samples = [dataset[i] for i in range(start, min(start + batch_size, len(rows)))]
+        if len(samples) < 2:
+            continue
+        batch = collate(samples, pad_id=pad_id)
+        for k, v in model.retrieval_metrics(batch["frames"], batch["input_ids"], batch["attention_mask"],
+                                            generator=generator).items():
+            sums[k] = sums.get(k, 0.0) + v * len(samples)
+            counts[k] = counts.get(k, 0) + len(samples)
+    out: dict = {k: sums[k] / counts[k] for k in sums}
+    out.update(batch_size=batch_size, samples=max(counts.values(), default=0), split=split,
+               note="in-batch, rows of the same video are positives; fractions in [0, 1]")
+    return out
+
+
+def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
+    """Vision + fusion tokens for a batch, computed once per distinct video (a video's questions
+    are consecutive in qa.parquet, so a batch usually holds several questions of one video)."""
+    videos = [r["video"] for r in batch["rows"]]
+    first = {v: i for i, v in reversed(list(enumerate(videos)))}
+    unique = sorted(first.values())
+    position = {videos[i]: j for j, i in enumerate(unique)}
+    geometry = batch.get("geometry")
+    geo = {k: v[unique] for k, v in geometry.items()} if geometry is not None else None
+    tokens = model.encode_frames(batch["frames"][unique], geo)
+    return tokens[[position[v] for v in videos]]
 
 
 def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
@@ -59,12 +110,19 @@ def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: in
 
         spec = importlib.import_module(f"vlmem.eval.{benchmark}")
         types = (*spec.MCA_QUESTION_TYPES, *spec.NA_QUESTION_TYPES)
+    if recipe.eval.question_types:  # the recipe narrows the evaluated families (e.g. what it trained on)
+        wanted = tuple(recipe.eval.question_types)
+        types = tuple(t for t in types if t in wanted) if types else wanted
     records = predict(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                       recipe.eval.max_new_tokens, recipe.eval.batch_size, max_samples or recipe.eval.max_samples,
                       question_types=types)
     score, _ = scorer_for(benchmark)
     result = score(records)
     result.update({"run": str(run), "data": str(data_root), "frames": n_frames})
+    if hasattr(model, "retrieval_metrics"):  # contrastive models (BitGen): in-batch retrieval / matching
+        result["retrieval"] = retrieval(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
+                                        max(2, recipe.eval.batch_size), max_samples or recipe.eval.max_samples,
+                                        question_types=types or tuple(recipe.data.question_types))
     out_dir = Path(out) if out else Path(run) / "eval"
     files = write_report(result, out_dir, benchmark)
     result["report_files"] = {k: str(v) for k, v in files.items()}

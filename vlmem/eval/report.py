@@ -153,6 +153,12 @@ def render_markdown(result: dict[str, Any], benchmark: str) -> str:
             ),
             "",
         ]
+    if result.get("retrieval"):
+        r = result["retrieval"]
+        keys = [k for k in ("i2t_acc", "t2i_acc", "itc_loss", "itm_acc", "itm_loss", "chance") if k in r]
+        parts += ["## Image-text retrieval and matching", "",
+                  f"*{r.get('note', '')}; batches of {r.get('batch_size')}, {r.get('samples')} samples*", "",
+                  _md_table(keys, [[f"{r[k]:.4f}" for k in keys]]), ""]
     if result.get("warnings"):
         parts += ["## Warnings", ""] + [f"- {w}" for w in result["warnings"]] + [""]
     return "\n".join(parts)
@@ -187,6 +193,10 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
     console.print(table)
     if "lenient" in result:
         console.print(f"[dim]{result['lenient'].get('note', '')}[/dim]")
+    if result.get("retrieval"):
+        r = result["retrieval"]
+        console.print("retrieval (" + r.get("note", "") + "): " + ", ".join(
+            f"{k} {r[k]:.3f}" for k in ("i2t_acc", "t2i_acc", "itm_acc", "chance") if k in r))
     for w in result.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
 

@@ -139,6 +139,23 @@ class Memory(nn.Module, metaclass=abc.ABCMeta):
             return out, state
         return out, state, {k: torch.stack([i[k] for i in infos], 1) for k in infos[0]}
 
+    def scan_truncated(self, h: torch.Tensor, state: MemoryState, chunk: int = 0, return_info: bool = False):
+        """`scan` in chunks of `chunk` frames with the state detached between them (truncated
+        backprop through time; 0 = one chunk). Returns `(outs, state, info)`, info `{}` unless asked."""
+        T = h.shape[1]
+        chunk = chunk or T
+        outs, infos = [], []
+        for start in range(0, T, chunk):
+            if start:
+                state = state.detach()
+            res = self.scan(h[:, start:start + chunk], state, return_info=return_info)
+            outs.append(res[0])
+            state = res[1]
+            if return_info:
+                infos.append(res[2])
+        info = {k: torch.cat([i[k] for i in infos], 1) for k in infos[0]} if return_info and infos[0] else {}
+        return torch.cat(outs, dim=1), state, info
+
     def aux_losses(self, state: MemoryState) -> dict[str, torch.Tensor]:
         """Extra loss terms to add to the training loss (already weighted)."""
         return {}

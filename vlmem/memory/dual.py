@@ -47,6 +47,7 @@ class DualMemory(Memory):
         hd = self.dim // self.num_heads
         return MemoryState(
             t=torch.zeros(batch_size, dtype=torch.long, device=device),
+            g_sum=torch.zeros(batch_size, device=device, dtype=dtype),  # sum over frames of the mean gate
             **working_state(batch_size, self.num_heads, self.L_w, hd, N, device, dtype),
             **episodic_state(batch_size, self.num_heads, self.L_e, hd, N, device, dtype),
         )
@@ -77,4 +78,13 @@ class DualMemory(Memory):
             )
             if sal is not None:
                 info["salience"] = sal.detach()
-        return m, state.replace(t=state.t + 1, **w_upd, **e_upd), info
+        g_sum = state.g_sum + g.float().mean((1, 2)).to(state.g_sum.dtype)
+        return m, state.replace(t=state.t + 1, g_sum=g_sum, **w_upd, **e_upd), info
+
+    def gate_balance_loss(self, state: MemoryState) -> torch.Tensor:
+        """Memory-utilisation term: (mean gate over the video - 1/2)^2, averaged over videos.
+
+        A gate stuck at 1 or 0 switches the episodic or the working buffer off; like the
+        load-balancing loss of a mixture of experts, this keeps both in use."""
+        mean_gate = state.g_sum.float() / state.t.clamp(min=1).float()
+        return ((mean_gate - 0.5) ** 2).mean()

@@ -27,11 +27,22 @@ def load_tokenizer(recipe: Recipe, texts=None, saved: Path | None = None):
 
 
 def build_model(recipe: Recipe, tokenizer) -> MemoryVLM:
-    """Backbones (pretrained or tiny random-init, seeded) + fusion + memory + projector."""
+    """Backbones (pretrained or tiny random-init, seeded) + fusion + memory + projector.
+
+    `model.decoder.kind` "plain" / "trm" builds a `DecoderVLM` (a MemoryVLM subclass) whose answer
+    decoder replaces the HF LM; its vocabulary is `len(tokenizer)`."""
     from vlmem.model.backbones import load_language_model, load_vision_tower, resize_for_tokenizer
 
     torch.manual_seed(recipe.run.seed)
     vision = load_vision_tower(recipe.model.vision)
+    if recipe.model.kind == "bitgen":  # DINOv2 + LoRA with its own text side and LM head ([model.lm] not built)
+        from vlmem.model.bitgen import build_bitgen
+
+        return build_bitgen(recipe, vision, tokenizer)
+    if recipe.model.decoder.kind != "lm":  # plain / TRM decoder: [model.lm] is not built
+        from vlmem.model.decoder_vlm import build_decoder_vlm
+
+        return build_decoder_vlm(recipe, vision, tokenizer)
     lm, _ = load_language_model(recipe.model.lm, recipe.model.vision, vocab_size=len(tokenizer))
     if lm.get_input_embeddings().num_embeddings < len(tokenizer):
         raise_vocab_mismatch(recipe, lm, tokenizer)

@@ -96,20 +96,9 @@ class MemoryVLM(nn.Module):
 
         With `tbptt_frames` the video is scanned in chunks whose state is detached between
         them (truncated backprop through time)."""
-        b, t, n = tokens.shape[:3]
+        b, n = tokens.shape[0], tokens.shape[2]
         state = self.memory.init_state(b, tokens.device, tokens.dtype, tokens_per_frame=n)
-        chunk = tbptt_frames or t
-        outs, infos = [], []
-        for start in range(0, t, chunk):
-            if start:
-                state = state.detach()
-            res = self.memory.scan(tokens[:, start:start + chunk], state, return_info=return_info)
-            outs.append(res[0])
-            state = res[1]
-            if return_info:
-                infos.append(res[2])
-        info = {k: torch.cat([i[k] for i in infos], 1) for k in infos[0]} if return_info and infos[0] else {}
-        return torch.cat(outs, dim=1), state, info
+        return self.memory.scan_truncated(tokens, state, tbptt_frames, return_info)
 
     def hand_on(self, tokens: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """What reaches the LM: H_t + M_t (model.memory.output = "residual") or M_t."""

@@ -131,6 +131,12 @@ def check_combinations(recipe: Recipe) -> list[str]:
     if trainable == {"memory"} and m.memory.kind == "none":
         problems.append(f"train.phase = {t.phase} trains only the memory, but model.memory.kind = 'none' (nothing to "
                         "train): choose a memory kind, or set train.trainable")
+    if t.aux_utilisation_weight > 0 and m.memory.kind != "dual":
+        problems.append(f"train.aux_utilisation_weight > 0 balances the dual memory's fusion gate, but model.memory.kind "
+                        f"= {m.memory.kind!r}: use kind = 'dual' or set the weight to 0")
+    if t.memory_lora_r > 0 and m.memory.kind not in ("dual", "working", "episodic"):
+        problems.append(f"train.memory_lora_r > 0 puts LoRA on the memory attention, which model.memory.kind = "
+                        f"{m.memory.kind!r} does not have: use dual / working / episodic or set memory_lora_r = 0")
     if m.geometry.source == "none":
         for stage in ("position_injection", "viewpoint_alignment", "cross_attention"):
             if getattr(m.fusion, stage):
@@ -175,8 +181,65 @@ def check_combinations(recipe: Recipe) -> list[str]:
         problems.append("train.tbptt_frames is set but model.memory.kind = 'none' carries no state across chunks")
     if "lm_lora" in trainable and "lm" in trainable:
         problems.append("train.trainable: 'lm_lora' and 'lm' are exclusive (LoRA adapters vs full fine-tuning)")
+    problems.extend(_decoder_problems(recipe, trainable))
+    problems.extend(_bitgen_problems(recipe, trainable))
     if t.mixed_precision == "fp16":
         problems.append("train.mixed_precision = 'fp16' is not supported (memory buffers overflow in fp16): use 'bf16' or 'no'")
+    return problems
+
+
+def _decoder_problems(recipe: Recipe, trainable: set[str]) -> list[str]:
+    """[model.decoder]: the plain / TRM decoders replace the HF LM (docs/models.md, "TRM VLM")."""
+    d = recipe.model.decoder
+    if d.kind == "lm":
+        off = [f"model.decoder.{k} = {getattr(d, k)!r}" for k, v in (("resampler_latents", 0), ("use_vision", True))
+               if getattr(d, k) != v]
+        return [f"{o} needs model.decoder.kind = 'plain' or 'trm' (the HF LM path has no such option)" for o in off]
+    problems = []
+    if d.hidden_size % d.num_heads:
+        problems.append(f"model.decoder.hidden_size = {d.hidden_size} is not divisible by model.decoder.num_heads = {d.num_heads}")
+    if "lm_lora" in trainable:
+        problems.append(f"train.trainable has 'lm_lora' (LoRA on the HF LM), but model.decoder.kind = {d.kind!r} builds no HF LM: "
+                        "train the decoder in full with 'lm' (e.g. train.trainable = [\"projector\", \"lm\"])")
+    if d.halting and d.kind != "trm":
+        problems.append("model.decoder.halting = true needs model.decoder.kind = 'trm'")
+    return problems
+
+
+def _bitgen_problems(recipe: Recipe, trainable: set[str]) -> list[str]:
+    """model.kind = "bitgen" (docs/models.md, "BitGen"): DINOv2 + Larimar, its own text side and LM head."""
+    m, t = recipe.model, recipe.train
+    if m.kind != "bitgen":
+        return []
+    problems = []
+    why = "model.kind = 'bitgen'"
+    if m.vision.kind != "dinov2":
+        problems.append(f"{why} needs model.vision.kind = 'dinov2' (its LoRA targets DINOv2 attention), got {m.vision.kind!r}")
+    if m.memory.kind not in ("larimar", "none"):
+        problems.append(f"{why} supports model.memory.kind = 'larimar' or 'none' (one pooled token per frame), "
+                        f"got {m.memory.kind!r}")
+    if m.geometry.source != "none":
+        problems.append(f"{why} fuses no 3D geometry: set model.geometry.source = 'none' (and the model.fusion stages "
+                        "to false)")
+    if m.decoder.kind != "lm" or m.lm.pretrained or m.lm.kind != "qwen2":
+        problems.append(f"{why} has its own text embeddings and LM head ([model.bitgen]); [model.lm] and "
+                        "[model.decoder] are not built: leave model.lm.pretrained = '', model.lm.kind = 'qwen2' and "
+                        "model.decoder.kind = 'lm'")
+    if "lm_lora" in trainable:
+        problems.append(f"{why}: train.trainable has 'lm_lora' (LoRA on an HF LM) but BitGen builds no HF LM; its "
+                        "'vision' component is the DINOv2 LoRA adapters (e.g. [\"vision\", \"projector\", \"memory\", "
+                        "\"fusion\", \"lm\"])")
+    if t.cache_features:
+        problems.append(f"{why}: train.cache_features = true would cache DINOv2 features that change once the LoRA "
+                        "adapters train: set it to false")
+    if t.aux_consistency_weight:
+        problems.append(f"{why}: train.aux_consistency_weight is a MemoryVLM loss: set it to 0")
+    if m.bitgen.embed_dim % m.bitgen.lm_heads:
+        problems.append(f"model.bitgen.lm_heads = {m.bitgen.lm_heads} does not divide model.bitgen.embed_dim = "
+                        f"{m.bitgen.embed_dim}")
+    if not m.bitgen.lora_targets:
+        problems.append("model.bitgen.lora_targets is empty: name the DINOv2 projections to adapt (e.g. "
+                        "[\"query\", \"value\"])")
     return problems
 
 
@@ -252,10 +315,13 @@ def ablation_variants(recipe: Recipe, where: str = "recipe", quick: bool = False
         points = [("base", {})]
     out: list[tuple[str, Recipe]] = []
     problems: list[str] = []
+    quick_overrides = dict(ab.quick) if quick else {}
     seeds = ab.seeds if (ab.grid or ab.variants) else [recipe.run.seed]
+    if "ablate.seeds" in quick_overrides:  # --quick may run fewer seeds
+        seeds = list(quick_overrides.pop("ablate.seeds"))
     for name, overrides in points:
         for seed in seeds:
-            full = {**(ab.quick if quick else {}), **overrides, "run.seed": seed}
+            full = {**quick_overrides, **overrides, "run.seed": seed}
             label = name if len(seeds) == 1 else f"{name}/seed{seed}"
             try:
                 variant = apply_overrides(recipe, full, f"{where} [ablate variant {label}]")

@@ -96,7 +96,52 @@ class MemoryConfig(Section):
     larimar_kl_weight: float = Field(0.1, ge=0.0)
 
 
+class DecoderConfig(Section):
+    # "lm" = the HF language model of [model.lm] (MemoryVLM); "plain" / "trm" = the small answer
+    # decoders of vlmem/model/decoders.py (DecoderVLM; [model.lm] is then not built)
+    kind: Literal["lm", "plain", "trm"] = "lm"
+    hidden_size: int = Field(256, ge=8)
+    num_layers: int = Field(2, ge=1)  # TRM's tiny network has 2; the plain recipes use 4
+    num_heads: int = Field(4, ge=1)
+    trm_n: int = Field(6, ge=1)  # latent updates per recursion
+    trm_T: int = Field(3, ge=1)  # deep recursions, the first T-1 without gradients
+    deep_supervision: int = Field(1, ge=1)  # supervision steps per sample (TRM paper: 16)
+    halting: bool = False  # TRM's learned halting head (BCE on "answer correct")
+    max_answer_tokens: int = Field(8, ge=1)  # answer tokens (incl. eos) trained and generated; TRM's answer slots
+    resampler_latents: int = Field(0, ge=0)  # 0 = off; K = Perceiver resampler to K learned latents
+    use_vision: bool = True  # false = no-vision ablation: the decoder sees the question only
+
+
+class BitGenConfig(Section):
+    # BitGen (model.kind = "bitgen", docs/models.md "BitGen"): frozen DINOv2 + LoRA, feature
+    # compression, text embeddings, ITC (queue) + ITM (hard negatives), Larimar memory, LM head.
+    # The memory KL weight is model.memory.larimar_kl_weight (0.1).
+    lora_r: int = Field(16, ge=1)  # LoRA on the DINOv2 attention projections
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lora_targets: list[str] = ["query", "value"]  # transformers 5.x names them q_proj / v_proj: mapped
+    lora_warmup_epochs: int = Field(1, ge=0)  # LoRA frozen for these epochs, then trained
+    compression_hidden: int = Field(384, ge=1)  # vision width -> hidden -> embed_dim
+    compression_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    embed_dim: int = Field(128, ge=4)  # shared image / text / memory / LM width
+    max_text_len: int = Field(512, ge=8)  # text position embeddings
+    queue_size: int = Field(4096, ge=0)  # ITC feature queue; 0 = in-batch negatives only
+    momentum: float = Field(0.995, ge=0.0, lt=1.0)  # EMA encoders filling the queue (ALBEF); 0 = none
+    temperature: float = Field(0.5, gt=0.01, lt=1.0)  # ITC temperature at the start
+    learn_temperature: bool = True
+    itm_hidden: int = Field(256, ge=1)
+    itm_queue_negatives: bool = False  # also draw ITM hard negatives from the ITC queue (docs: a shortcut)
+    fusion_hidden: int = Field(256, ge=1)  # fusion MLP [text token; image] -> text token
+    lm_layers: int = Field(3, ge=1)  # causal blocks of the LM head
+    lm_heads: int = Field(4, ge=1)
+    lm_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    itc_weight: float = Field(1.0, ge=0.0)
+    itm_weight: float = Field(0.5, ge=0.0)
+    text_weight: float = Field(0.0, ge=0.0)  # 0 = the LM head is not trained (the seed's weighting)
+
+
 class ModelConfig(Section):
+    kind: Literal["memory_vlm", "bitgen"] = "memory_vlm"  # bitgen: [model.bitgen], docs/models.md
     context_frames: int = Field(0, ge=0)  # recent frames whose tokens reach the LM; 0 = all
     projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     pool: int = Field(1, ge=1)  # spatial pooling of each frame's token grid before the LM
@@ -105,6 +150,8 @@ class ModelConfig(Section):
     geometry: GeometryConfig = GeometryConfig()
     fusion: FusionConfig = FusionConfig()
     memory: MemoryConfig = MemoryConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    bitgen: BitGenConfig = BitGenConfig()
 
 
 class LoraConfig(Section):
@@ -138,6 +185,9 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     aux_consistency_weight: float = Field(0.0, ge=0.0)  # 1 - cos(M_t, H_t), docs/training.md
+    aux_utilisation_weight: float = Field(0.0, ge=0.0)  # dual-memory gate balance (mean g - 1/2)^2, docs/training.md
+    memory_lora_r: int = Field(0, ge=0)  # LoRA rank on the memory attention; 0 = train it in full
+    memory_lora_alpha: int = Field(128, ge=1)
     tracker: Literal["none", "tensorboard", "wandb"] = "none"
     lora: LoraConfig = LoraConfig()
 
@@ -149,6 +199,7 @@ class EvalConfig(Section):
     batch_size: int = Field(1, ge=1)
     split: str = "eval"
     max_samples: int = Field(0, ge=0)
+    question_types: list[str] = []  # [] = every type of the benchmark present in the split
 
 
 class AblateConfig(Section):

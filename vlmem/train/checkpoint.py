@@ -27,9 +27,11 @@ MODEL_FILE = "model.safetensors"
 def saved_prefixes(recipe: Recipe, components: set[str]) -> tuple[str, ...]:
     """Module prefixes whose weights go into model/: new modules always, backbones when not pretrained."""
     prefixes = ["memory.", "fusion.", "geometry_encoder.", "projector."]
-    if not recipe.model.vision.pretrained or "vision" in components:
+    # BitGen's "vision" trains only LoRA adapters (saved by name below), never the pretrained DINOv2
+    if not recipe.model.vision.pretrained or ("vision" in components and recipe.model.kind != "bitgen"):
         prefixes.append("vision.")
-    lm_from_hub = recipe.model.lm.pretrained or recipe.model.lm.kind == "from_vision_checkpoint"
+    lm_from_hub = recipe.model.decoder.kind == "lm" and (  # a plain / TRM decoder is always new
+        recipe.model.lm.pretrained or recipe.model.lm.kind == "from_vision_checkpoint")
     if not lm_from_hub or "lm" in components:
         prefixes.append("lm.")
     return tuple(prefixes)
@@ -53,7 +55,14 @@ def save_model_dir(path: Path, model, recipe: Recipe, components: set[str], toke
     lora = "lm_lora" in components
     if lora:
         model.lm.save_pretrained(str(path / "adapter"))  # PEFT's own format
-    config = {"recipe_hash": recipe_hash, "step": step, "lora": lora, "components": sorted(components),
+    for name, module in getattr(model, "peft_adapters", dict)().items():  # e.g. BitGen's DINOv2 LoRA
+        module.save_pretrained(str(path / name))
+    from vlmem.train.memory_lora import has_memory_lora
+
+    memory_lora = ({"r": recipe.train.memory_lora_r, "alpha": recipe.train.memory_lora_alpha}
+                   if has_memory_lora(model.memory) else None)
+    config = {"recipe_hash": recipe_hash, "step": step, "lora": lora, "memory_lora": memory_lora,
+              "components": sorted(components),
               "vocab_size": len(tokenizer), "keys": len(state)}
     (path / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -98,9 +107,19 @@ def resolve_model_dir(path: Path) -> Path:
                           "folder, or an exported folder): train first or check the path")
 
 
-def load_model_weights(model, model_dir: Path, strict_keys: bool = True) -> dict:
-    """Load model/ weights into `model`; every saved key must exist in the model (same recipe family)."""
+def load_model_weights(model, model_dir: Path, strict_keys: bool = True, merge_memory_lora: bool = False) -> dict:
+    """Load model/ weights into `model`; every saved key must exist in the model (same recipe family).
+
+    Memory-attention LoRA saved with the weights is re-applied first (config.json says its r /
+    alpha), and folded into plain weights with `merge_memory_lora` (a later phase starts from it)."""
     path = Path(model_dir) / MODEL_FILE
+    config_path = Path(model_dir) / "config.json"
+    saved = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if saved.get("memory_lora"):
+        from vlmem.train.memory_lora import apply_memory_lora, has_memory_lora
+
+        if not has_memory_lora(model.memory):
+            apply_memory_lora(model.memory, saved["memory_lora"]["r"], saved["memory_lora"]["alpha"])
     try:
         state = load_file(str(path))
     except Exception as exc:
@@ -115,5 +134,8 @@ def load_model_weights(model, model_dir: Path, strict_keys: bool = True) -> dict
         raise CheckpointError(f"{path} does not fit this model: {detail.strip()}. It was written by a different "
                               "recipe (model sizes, memory kind or fusion stages differ)")
     model.load_state_dict(state, strict=False)
-    config_path = Path(model_dir) / "config.json"
-    return json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if merge_memory_lora and saved.get("memory_lora"):
+        from vlmem.train.memory_lora import merge_memory_lora as merge
+
+        merge(model.memory)
+    return saved

@@ -152,7 +152,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
-        load_model_weights(model, init_dir)
+        load_model_weights(model, init_dir, merge_memory_lora=True)
     components = configure_trainable(model, recipe)
     table = parameter_table(model)
     if dry_run or is_main_process():
@@ -223,6 +223,12 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         task = progress.add_task(f"train phase {t.phase}", total=plan.total_steps, completed=start_step, loss="-")
         for step in range(start_step, plan.total_steps):
             step_start = time.perf_counter()
+            # optional per-step schedule of the model (e.g. BitGen's LoRA warm-up freeze); a pure
+            # function of the step, so a resumed run re-enters the same state
+            schedule = getattr(core, "training_schedule", None)
+            message = schedule(step, plan.steps_per_epoch) if schedule else None
+            if message and acc.is_main_process:
+                console.print(message)
             done = step + 1
             log_now = done % t.log_every == 0 or done == plan.total_steps
             micro = micro_batches(recipe, plan, len(dataset), step, rank)
@@ -243,8 +249,13 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                     n_global = acc.reduce(n_local.detach().clone(), "sum").clamp_min(1)
                     loss_sum = loss * n_local
                     aux = dict(core.memory.aux_losses(mem_state))  # already weighted by the recipe (Larimar KL)
+                    aux.update(mem_info.pop("losses", {}))  # model-specific weighted losses (e.g. BitGen ITC/ITM)
+                    for name, value in mem_info.pop("metrics", {}).items():
+                        window["extra"][name] = window["extra"].get(name, 0.0) + float(value)
                     if t.aux_consistency_weight:
                         aux["consistency"] = t.aux_consistency_weight * mem_info.pop("consistency")
+                    if t.aux_utilisation_weight:
+                        aux["utilisation"] = t.aux_utilisation_weight * core.memory.gate_balance_loss(mem_state)
                     total = loss_sum * acc.num_processes / n_global + (sum(aux.values()) if aux else 0)
                     acc.backward(total)
                     if acc.sync_gradients:
@@ -265,7 +276,8 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                           "samples_per_s": window["samples"] / window["time"],
                           "data_wait_frac": window["wait"] / window["time"], "seconds": window["time"],
                           **memory_stats(mem_info, recipe.model.memory),
-                          **{f"loss/{name}": float(v) for name, v in aux.items()}}
+                          **{f"loss/{name}": float(v.detach()) for name, v in aux.items()},
+                          **{name: v / window["n"] for name, v in window["extra"].items()}}
                 if cache:
                     record["feature_cache_hits"] = cache.hits
                 metrics.log(record)
@@ -285,7 +297,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
 
 def _new_window() -> dict:
     """Sums over the steps since the last metrics line."""
-    return {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0}
+    return {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "time": 0.0, "samples": 0, "extra": {}}
 
 
 def _print_parameters(table, recipe: Recipe, components: set[str]) -> None:

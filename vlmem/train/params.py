@@ -44,6 +44,13 @@ def configure_trainable(model, recipe: Recipe) -> set[str]:
         if name in components:
             for m in modules:
                 m.requires_grad_(True)
+    if "memory" in components and recipe.train.memory_lora_r > 0:
+        from vlmem.train.memory_lora import apply_memory_lora
+
+        apply_memory_lora(model.memory, recipe.train.memory_lora_r, recipe.train.memory_lora_alpha)
+    adjust = getattr(model, "adjust_trainable", None)
+    if adjust is not None:  # model-specific rules on top (BitGen: only DINOv2's LoRA adapters train)
+        adjust(components)
     return components
 
 
