@@ -68,3 +68,14 @@ def test_score_of_reads_vsibench_and_qa_reports():
     overall, flat = _score_of(qa)
     assert overall == 70.0
     assert flat == {"caption/em": 60.0, "caption/f1": 70.0, "exact_match": 60.0, "f1": 70.0}
+
+
+def test_score_of_averages_only_the_tasks_that_had_questions():
+    from vlmem.ablate import _score_of
+
+    counting_only = {"official": {"overall": 36.5, "tasks": {"object_rel_direction": 0.0, "object_counting": 73.0,
+                                                             "room_size_estimation": None}},
+                     "counts": {"tasks": {"object_rel_direction": 0, "object_counting": 112, "room_size_estimation": 0}}}
+    overall, flat = _score_of(counting_only)
+    assert overall == 73.0  # not the official 36.5, which counts the absent rel-direction task as 0
+    assert flat == {"official_overall": 36.5, "object_counting": 73.0}

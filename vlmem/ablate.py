@@ -33,9 +33,20 @@ def ablation_dir(recipe_path: str, recipe: Recipe) -> Path:
 
 
 def _score_of(result: dict) -> tuple[float | None, dict]:
-    """Overall and per-task scores from an eval result of any benchmark."""
+    """Overall and per-task scores from an eval result of any benchmark.
+
+    For VSI-Bench-style reports the overall is the mean over the tasks that HAD questions: the
+    official aggregate counts a missing rel-direction task as 0, which halves the overall of a
+    counting-only evaluation (`eval.question_types`). The official number is kept as
+    `official_overall`."""
     official = result.get("official", result)
     per_task = official.get("tasks") or official.get("per_type") or {}
+    task_counts = (result.get("counts") or {}).get("tasks")
+    if task_counts and isinstance(per_task, dict) and "tasks" in official:
+        present = {k: v for k, v in per_task.items() if task_counts.get(k, 0) > 0 and v is not None}
+        flat = {"official_overall": official.get("overall"), **present}
+        overall = sum(present.values()) / len(present) if present else None
+        return overall, flat
     flat = {}
     for k, v in per_task.items():
         if isinstance(v, dict) and "score" not in v and "f1" in v:  # the qa scorer: EM and F1 per type
