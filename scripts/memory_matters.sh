@@ -6,7 +6,7 @@
 #      with only the last frame in the LM's context, plus the all-frames upper bound, 3 seeds;
 #   4. inspect-memory on one held-out video.
 # Re-running continues where it stopped (finished steps are skipped, runs resume).
-#   bash scripts/memory_matters.sh           # full: ~60 min on 2 CPU cores
+#   bash scripts/memory_matters.sh           # full: ~13 min on 2 CPU cores
 #   bash scripts/memory_matters.sh --quick   # smoke run: fewer scenes / steps, 1 seed
 set -euo pipefail
 cd "$(dirname "$0")/.."

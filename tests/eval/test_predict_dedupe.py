@@ -25,3 +25,15 @@ def test_each_video_encoded_once_and_rows_get_their_own_video():
     assert model.calls == [3]
     expected = model.encode_frames(frames)
     assert torch.equal(tokens, expected)
+
+
+def test_feature_cache_encodes_a_repeated_uncached_video_once():
+    from vlmem.train.loop import FeatureCache
+
+    frames = torch.stack([torch.full((2, 3, 4, 4), v) for v in (1, 1, 2)]).to(torch.uint8)
+    rows = [{"video": f"v{v}"} for v in (1, 1, 2)]
+    model, cache = _Counting(), FeatureCache()
+    first = cache.tokens(model, {"frames": frames, "rows": rows})
+    assert model.calls == [2] and cache.misses == 3
+    again = cache.tokens(model, {"frames": frames, "rows": rows})
+    assert model.calls == [2] and cache.hits == 3 and torch.equal(first, again)

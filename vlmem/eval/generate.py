@@ -83,16 +83,11 @@ def retrieval(model, tokenizer, recipe, data_root: Path, split: str, frames: int
 
 
 def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
-    """Vision + fusion tokens for a batch, computed once per distinct video (a video's questions
-    are consecutive in qa.parquet, so a batch usually holds several questions of one video)."""
-    videos = [r["video"] for r in batch["rows"]]
-    first = {v: i for i, v in reversed(list(enumerate(videos)))}
-    unique = sorted(first.values())
-    position = {videos[i]: j for j, i in enumerate(unique)}
-    geometry = batch.get("geometry")
-    geo = {k: v[unique] for k, v in geometry.items()} if geometry is not None else None
-    tokens = model.encode_frames(batch["frames"][unique], geo)
-    return tokens[[position[v] for v in videos]]
+    """Vision + fusion tokens for a batch, once per distinct video (a video's questions are
+    consecutive in qa.parquet, so a batch usually holds several questions of one video)."""
+    from vlmem.model.vlm import encode_once_per_video
+
+    return encode_once_per_video(model, batch["frames"], batch.get("geometry"), [r["video"] for r in batch["rows"]])
 
 
 def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,

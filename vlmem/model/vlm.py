@@ -31,6 +31,20 @@ def build_projector(kind: str, dim_in: int, dim_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim_in, dim_out), nn.GELU(), nn.Linear(dim_out, dim_out))  # LLaVA mlp2x_gelu
 
 
+def encode_once_per_video(model, frames: torch.Tensor, geometry: dict | None, videos: list[str]) -> torch.Tensor:
+    """`model.encode_frames` for a batch whose rows may share videos (several questions of one
+    video): each distinct video is encoded once, and every row gets its video's tokens."""
+    position: dict[str, int] = {}
+    unique: list[int] = []
+    for i, video in enumerate(videos):
+        if video not in position:
+            position[video] = len(unique)
+            unique.append(i)
+    geo = {k: v[unique] for k, v in geometry.items()} if geometry is not None else None
+    tokens = model.encode_frames(frames[unique], geo)
+    return tokens[[position[v] for v in videos]]
+
+
 class MemoryVLM(nn.Module):
     def __init__(self, cfg: ModelConfig, vision: nn.Module, lm: nn.Module, projector: nn.Module | None = None):
         super().__init__()

@@ -96,13 +96,15 @@ class FeatureCache:
         self.hits = self.misses = 0
 
     def tokens(self, model, batch: dict) -> torch.Tensor:
+        from vlmem.model.vlm import encode_once_per_video
+
         videos = [r["video"] for r in batch["rows"]]
         missing = [i for i, v in enumerate(videos) if v not in self.store]
-        if missing:
+        if missing:  # rows of the same uncached video are encoded once
             self.misses += len(missing)
             with torch.no_grad():
                 geo = {k: v[missing] for k, v in batch["geometry"].items()} if "geometry" in batch else None
-                fresh = model.encode_frames(batch["frames"][missing], geo)
+                fresh = encode_once_per_video(model, batch["frames"][missing], geo, [videos[i] for i in missing])
             for j, i in enumerate(missing):
                 self.store[videos[i]] = fresh[j].detach()
         self.hits += len(videos) - len(missing)
