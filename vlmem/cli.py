@@ -288,8 +288,12 @@ def prepare_synthetic_cmd(
     frames: Annotated[int, typer.Option(help="Frames per video.", min=1)] = 32,
     size: Annotated[int, typer.Option(help="Frame width and height in pixels.", min=8)] = 64,
     seed: SeedOpt = 0,
-    walk: Annotated[str, typer.Option(help="Camera path: sweep (objects pass through view once) or orbit.")] = "sweep",
-    categories: Annotated[str, typer.Option(help="Comma-separated object categories (default: all).")] = "",
+    walk: Annotated[str, typer.Option(help="Camera path: sweep (objects pass through view once), orbit, or tour "
+                                           "(turn on the spot, one small object per stop).")] = "sweep",
+    stops: Annotated[int, typer.Option(help="Stops of the tour walk (frames are split evenly between them).",
+                                       min=1)] = 16,
+    categories: Annotated[str, typer.Option(help="Comma-separated object categories (default: all; the tour: "
+                                                 "the narrow ones).")] = "",
     eval_fraction: Annotated[float, typer.Option(help="Fraction of scenes held out as the eval split.")] = 0.25,
     instances: Annotated[str, typer.Option(help="MIN,MAX instances of every chosen category (default: each "
                                                  "category's own range).")] = "",
@@ -299,6 +303,8 @@ def prepare_synthetic_cmd(
     """Procedural rooms rendered to videos + depth + poses, with VSI-Bench-style questions. No downloads.
 
     Example: vlmem prepare-data synthetic --out data/synth --scenes 24 --frames 32 --size 64
+
+    Example: vlmem prepare-data synthetic --out data/tour --walk tour --stops 16 --frames 64 --size 32
     """
     from vlmem.data.synthetic import prepare_synthetic
 
@@ -313,7 +319,7 @@ def prepare_synthetic_cmd(
         count_range = (lo, hi)
     manifest = prepare_synthetic(out, scenes=scenes, frames=frames, size=size, seed=seed, categories=cats, walk=walk,
                                  overwrite=overwrite, eval_fraction=eval_fraction, families=fams,
-                                 instances=count_range)
+                                 instances=count_range, stops=stops)
     _summarise(manifest, out)
 
 

@@ -194,7 +194,7 @@ def load_video(recipe, data_root: Path, row: dict, frames: int):
     m = recipe.model
     spec = SampleSpec(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
                       cached_dir=m.geometry.cached_dir)
-    dataset = QADataset(Path(data_root), [row], spec, tokenizer=None, cache_videos=1)
+    dataset = QADataset(Path(data_root), [row], spec, tokenizer=None)
     dataset.validate()
     sample = dataset[0]
     idx = sample_frame_indices(video_num_frames(Path(data_root) / row["video"]), frames)  # what QADataset read

@@ -297,3 +297,18 @@ def test_video_column_and_split():
     assert all(re.fullmatch(r"toy-[a-z_]+-\d+", i) for i in ids) and len(ids) == len(set(ids))
 
 
+
+
+def test_object_presence_pretraining_family():
+    """Asked only when named, about every category of the vocabulary, present or not."""
+    objs = [box("chair", (0, 0, 0.5), (0.5, 0.5, 1.0)), box("chair", (2, 0, 0.5), (0.5, 0.5, 1.0)),
+            box("lamp", (0, 2, 0.5), (0.3, 0.3, 1.0))]
+    scene = scene_of(objs, extras={"category_vocabulary": ["chair", "lamp", "box", "plant"]})
+    assert not [r for r in generate_questions(scene) if r["question_type"] == "object_presence"]  # not by default
+    rows = generate_questions(scene, families=["object_presence"])
+    answers = {re.search(r"Is there a (\w+)", r["question"]).group(1): r["ground_truth"] for r in rows}
+    assert answers == {"chair": "yes", "lamp": "yes", "box": "no", "plant": "no"}
+    assert all(r["answer_kind"] == "open" and r["options"] is None for r in rows)
+    for r in rows:
+        validate_row(r)
+    assert generate_questions(scene_of(objs), families=["object_presence"]) == []  # no vocabulary, no question

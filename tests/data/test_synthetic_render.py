@@ -192,3 +192,31 @@ def test_layout_does_not_depend_on_frame_count():
     by_id = {o.instance_id: o for o in many.objects}
     for o in few.objects:  # only objects unseen at the coarser sampling may be missing
         np.testing.assert_allclose(o.centroid, by_id[o.instance_id].centroid)
+
+
+def test_tour_shows_each_object_at_its_own_stop_only():
+    """The tour (memory-matters data): one narrow object or bare floor per stop, each object in
+    view during its own stop's frames and never again, so one sampled frame per stop sees it."""
+    from vlmem.data.synthetic import TOUR_CATEGORIES, TOUR_FOV_DEG
+    from vlmem.data.video import sample_frame_indices
+
+    s = synthesize_scene(5, seed=3, frames=64, size=32, walk="tour", stops=16, instances=(2, 5))
+    scene = s.scene
+    assert scene.extras["fov_deg"] == TOUR_FOV_DEG and scene.extras["unseen_objects_dropped"] == 0
+    counts = {}
+    for o in scene.objects:
+        counts[o.category] = counts.get(o.category, 0) + 1
+        assert o.category in TOUR_CATEGORIES
+        stop = o.first_frame // 4
+        np.testing.assert_array_equal(o.visible_frames, np.arange(4 * stop, 4 * stop + 4))
+    assert all(2 <= c <= 5 for c in counts.values()) and 2 <= len(counts) <= 4
+    assert s.render.visible().sum(axis=1).max() == 1  # never two objects in one frame
+    sampled = sample_frame_indices(64, 16)  # lmms-eval's uniform sampling hits every stop once
+    np.testing.assert_array_equal(sampled // 4, np.arange(16))
+    cam = scene.poses[:, :3, 3]
+    np.testing.assert_allclose(cam[:, :2], 0.0)  # turns on the spot
+
+
+def test_tour_bad_stops():
+    with pytest.raises(UsageError, match="stops"):
+        synthesize_scene(0, frames=8, size=32, walk="tour", stops=9)

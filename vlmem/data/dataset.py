@@ -69,19 +69,37 @@ def select_rows(rows: list[dict], path: Path, split: str | None = None, question
     return rows
 
 
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
 class _LRU(OrderedDict):
-    def __init__(self, size: int):
+    """Least-recently-used cache bounded by a byte budget: a small dataset (e.g. 32 px tours)
+    stays decoded for the whole run, a large one keeps its most recent videos."""
+
+    def __init__(self, max_bytes: int):
         super().__init__()
-        self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
 
     def get_or(self, key, make):
         if key in self:
             self.move_to_end(key)
-            return self[key]
+            return self[key][0]
         value = make()
-        self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
+        size = _nbytes(value)
+        self[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes and len(self) > 1:
+            self.bytes -= self.popitem(last=False)[1][1]
         return value
 
 
@@ -94,15 +112,16 @@ class SampleSpec:
 
 
 class QADataset(torch.utils.data.Dataset):
-    """Rows of one split with their videos; decoded videos are kept in a small LRU cache."""
+    """Rows of one split with their videos; decoded videos and geometry are kept in LRU caches
+    of `cache_mb` MiB each (default 512)."""
 
-    def __init__(self, root: Path, rows: list[dict], spec: SampleSpec, tokenizer=None, cache_videos: int = 64):
+    def __init__(self, root: Path, rows: list[dict], spec: SampleSpec, tokenizer=None, cache_mb: int = 512):
         self.root = Path(root)
         self.rows = rows
         self.spec = spec
         self.tokenizer = tokenizer
-        self._videos = _LRU(cache_videos)
-        self._geometry = _LRU(cache_videos)
+        self._videos = _LRU(cache_mb << 20)
+        self._geometry = _LRU(cache_mb << 20)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -58,6 +58,7 @@ OBJ_REL_DIRECTION_EASY_TEMPLATE = (
     "If I am standing by the {positioning_object} and facing the {orienting_object}, is the "
     "{querying_object} to the left or the right of the {orienting_object}?"
 )
+OBJ_PRESENCE_TEMPLATE = "Is there a {category} in this room? Answer yes or no."
 OBJ_APPEARANCE_ORDER_TEMPLATE = (
     "What will be the first-time appearance order of the following categories in the video: "
     "{choice_a}, {choice_b}, {choice_c}, {choice_d}?"
@@ -84,6 +85,11 @@ CAMERA_FAMILIES = (
     "obj_obj_relative_pos_nf",
 )
 ALL_FAMILIES = VSI_FAMILIES + CAMERA_FAMILIES
+# Pre-training families: generated only when named (`--families`), never by default. Object
+# presence asks about every category of the dataset's vocabulary (scene.extras
+# "category_vocabulary", set by the synthetic generator), present or not: a dense frame-level
+# objective that grounds the category names in the frames before counting.
+PRETRAIN_FAMILIES = ("object_presence",)
 NOT_GENERATED = {
     "route_planning": "VSI-Bench's route-planning questions were written by human annotators "
     "(Thinking in Space, appendix); no rule derives them from the scene metadata, so vlmem does "
@@ -96,6 +102,7 @@ DEFAULT_MAX_PER_FAMILY = {
     "camera_obj_abs_dist": 6,
     "camera_displacement": 6,
     "camera_movement_direction": 5,
+    "object_presence": 12,
     "obj_obj_relative_pos_lr": 9,
     "obj_obj_relative_pos_ud": 9,
     "obj_obj_relative_pos_nf": 9,
@@ -425,6 +432,13 @@ def gen_appearance_order(ctx: Context) -> Iterator[Question]:
         yield Question(q, letter, "mc", options)
 
 
+def gen_object_presence(ctx: Context) -> Iterator[Question]:
+    groups = ctx.groups()
+    vocabulary = [c for c in ctx.scene.extras.get("category_vocabulary", []) or [] if c not in ctx.excluded]
+    for cat in ctx.shuffled(sorted(vocabulary)):
+        yield Question(OBJ_PRESENCE_TEMPLATE.format(category=cat), "yes" if cat in groups else "no", "open")
+
+
 def _vsi_generators() -> dict[str, Callable[[Context], Iterator[Question]]]:
     return {
         "object_counting": gen_object_counting,
@@ -442,7 +456,7 @@ def _vsi_generators() -> dict[str, Callable[[Context], Iterator[Question]]]:
 def generators() -> dict[str, Callable[[Context], Iterator[Question]]]:
     from vlmem.data.qa_camera import camera_generators
 
-    return {**_vsi_generators(), **camera_generators()}
+    return {**_vsi_generators(), **camera_generators(), "object_presence": gen_object_presence}
 
 
 # -- public entry point ------------------------------------------------------------------------------
@@ -455,8 +469,9 @@ def _check_families(families: Sequence[str] | None) -> list[str]:
     for f in families:
         if f in NOT_GENERATED:
             raise UsageError(f"question family {f!r} is not generated: {NOT_GENERATED[f]}")
-        if f not in ALL_FAMILIES:
-            raise UsageError(f"unknown question family {f!r}; valid families: {', '.join(ALL_FAMILIES)}")
+        if f not in ALL_FAMILIES + PRETRAIN_FAMILIES:
+            raise UsageError(f"unknown question family {f!r}; valid families: "
+                             f"{', '.join(ALL_FAMILIES + PRETRAIN_FAMILIES)}")
         if f not in chosen:
             chosen.append(f)
     return chosen

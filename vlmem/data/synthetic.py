@@ -10,7 +10,12 @@ centre of the room box (0, 0, H/2); `room_size` is the floor area Lx * Ly.
 Walks: `sweep` turns the camera once around (360 degrees over the video) while it walks
 along the room's long axis, so every object passes through view once and then leaves it
 (memory matters); `orbit` circles the room looking at its centre, so objects stay in
-view for long stretches.
+view for long stretches; `tour` stands in the middle of the room and turns on the spot,
+pausing at each of `stops` evenly spaced directions where one small object (or bare floor)
+stands on a ring around the camera. A narrow field of view keeps exactly one stop in view,
+so every object is seen in one stretch of frames and never again: the easiest rendering in
+which counting and appearance order need every part of the video (the memory-matters
+benchmark, docs/results.md).
 
 Every scene is generated from `SeedSequence(seed, spawn_key=(index,))`, so scene i is the
 same whatever the number of scenes and any scene can be regenerated alone.
@@ -33,7 +38,12 @@ DATASET_NAME = "synthetic"
 FPS = 2.0  # nominal frame rate: a 32-frame walk lasts 16 s (appearance-order questions need > 1 s gaps)
 FOV_DEG = 60.0  # horizontal (= vertical: square frames) field of view
 EYE_HEIGHT = 1.5
-WALKS = ("sweep", "orbit")
+WALKS = ("sweep", "orbit", "tour")
+TOUR_FOV_DEG = 20.0  # at TOUR_RADIUS a neighbouring stop (22.5 deg away at 16 stops) stays out of view
+TOUR_RADIUS = 2.5  # metres from the camera to the ring of objects
+TOUR_STOPS = 16
+# Narrow categories (<= 0.6 m wide) in saturated colours, one per stop; the tour default.
+TOUR_CATEGORIES = ("chair", "plant", "box", "lamp", "stool")
 PATH_CLEARANCE = 0.5  # metres between the camera path and any object footprint
 OBJECT_GAP = 0.05  # metres between object footprints
 WALL_GAP = 0.02
@@ -102,6 +112,8 @@ def camera_walk(room_dims, frames: int, walk: str = "sweep", rng: np.random.Gene
     """Camera-to-world poses [frames, 4, 4] for a smooth walk at eye height inside the room."""
     if walk not in WALKS:
         raise UsageError(f"unknown walk {walk!r}: expected one of {WALKS}")
+    if walk == "tour":
+        raise UsageError("the tour's poses depend on its layout: use layout_tour + tour_poses")
     rng = rng or np.random.default_rng(0)
     lx, ly, _ = (float(x) for x in room_dims)
     t = np.arange(frames) / max(frames, 1)  # [0, 1)
@@ -192,27 +204,80 @@ def layout_room(rng: np.random.Generator, categories: Sequence[Category], path_x
     return objects
 
 
+# -- the tour: one object per stop on a ring around the camera ---------------------
+def layout_tour(rng: np.random.Generator, categories: Sequence[Category], stops: int) -> tuple[np.ndarray, list]:
+    """Room dims and `stops` slots (a SceneObject or None for bare floor) on a ring of radius
+    TOUR_RADIUS around the room centre, in the order the camera turns past them.
+
+    2-4 of `categories` are in the room, each with its own count range, as many as fit; the
+    slots left over show bare floor. Objects face the centre (+-15 degrees)."""
+    side = rng.uniform(2 * TOUR_RADIUS + 1.2, 2 * TOUR_RADIUS + 2.5)
+    dims = np.array([side, side * rng.uniform(0.95, 1.05), rng.uniform(2.5, 3.0)])
+    n_cats = len(categories)
+    k = int(rng.integers(min(2, n_cats), min(4, n_cats) + 1))
+    chosen = [categories[i] for i in rng.choice(n_cats, size=k, replace=False)]
+    wanted: list[Category] = []
+    for cat in chosen:
+        count = int(rng.integers(cat.count[0], cat.count[1] + 1))
+        if len(wanted) + count <= stops:
+            wanted += [cat] * count
+    slots: list = [None] * stops
+    start = rng.uniform(0, 2 * np.pi)
+    direction = rng.choice([-1.0, 1.0])
+    angles = start + direction * 2 * np.pi * np.arange(stops) / stops
+    wanted = [wanted[i] for i in rng.permutation(len(wanted))]  # categories interleave along the ring
+    for slot, cat in zip(sorted(rng.choice(stops, size=len(wanted), replace=False)), wanted, strict=True):
+        w, d, h = rng.uniform(cat.size_min, cat.size_max)
+        a = angles[slot]
+        yaw = a + np.pi / 2 + np.radians(rng.uniform(-15, 15))
+        c, sn = math.cos(yaw), math.sin(yaw)
+        slots[slot] = SceneObject(category=cat.name, instance_id=0, centroid=[TOUR_RADIUS * math.cos(a),
+                                  TOUR_RADIUS * math.sin(a), h / 2], axes_lengths=[w, d, h],
+                                  normalized_axes=[[c, sn, 0.0], [-sn, c, 0.0], [0.0, 0.0, 1.0]])
+    return dims, angles, slots
+
+
+def tour_poses(angles: np.ndarray, slots: list, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Camera-to-world poses [frames, 4, 4]: stop k holds frames [k*F/S, (k+1)*F/S), looking at
+    slot k's object (or the floor where it would stand) with a slow +-2 degree pan."""
+    stops = len(angles)
+    height = EYE_HEIGHT + rng.uniform(-0.1, 0.1)
+    edges = np.round(np.arange(stops + 1) * frames / stops).astype(int)
+    poses = []
+    for k in range(stops):
+        n = edges[k + 1] - edges[k]
+        target_z = slots[k].centroid[2] if slots[k] is not None else 0.4
+        pitch = -math.atan2(height - target_z, TOUR_RADIUS)
+        pan = np.radians(2.0) * (np.linspace(-1, 1, n) if n > 1 else np.zeros(1))
+        poses += [look_pose((0.0, 0.0, height), angles[k] + p, pitch) for p in pan]
+    return np.stack(poses)
+
+
 # -- one scene -------------------------------------------------------------------
 def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64,
-                     categories: Sequence[str] | None = None, walk: str = "sweep", fov_deg: float = FOV_DEG,
+                     categories: Sequence[str] | None = None, walk: str = "sweep", fov_deg: float | None = None,
                      fps: float = FPS, min_objects: int = 3,
-                     instances: tuple[int, int] | None = None) -> SyntheticScene:
+                     instances: tuple[int, int] | None = None, stops: int = TOUR_STOPS) -> SyntheticScene:
     """Generate, lay out and render scene `index` (name `synth_{index:05d}`) deterministically from `seed`.
 
     `size` is the frame width and height; objects never visible (fewer than
-    `min_visible_pixels` in every frame) are dropped from the Scene annotation.
+    `min_visible_pixels` in every frame) are dropped from the Scene annotation. `fov_deg`
+    defaults to FOV_DEG (TOUR_FOV_DEG for the tour); `stops` is used by the tour only.
     """
     if frames < 1:
         raise UsageError(f"frames must be >= 1, got {frames}")
     if size < 8:
         raise UsageError(f"size must be >= 8 px, got {size}")
-    cats = resolve_categories(categories, instances)
+    if walk == "tour" and not 1 <= stops <= frames:
+        raise UsageError(f"--stops must be between 1 and --frames ({frames}), got {stops}")
+    cats = resolve_categories(categories or (TOUR_CATEGORIES if walk == "tour" else None), instances)
+    fov_deg = fov_deg or (TOUR_FOV_DEG if walk == "tour" else FOV_DEG)
     ss = scene_seed_sequence(seed, index)
     rng = np.random.default_rng(ss)
     K = intrinsics_matrix(size, size, fov_deg)
     need = min(min_objects, sum(c.count[1] for c in cats))
     best = None  # (dims, poses, objects) of the fullest layout so far
-    for _attempt in range(20):
+    for _attempt in range(0 if walk == "tour" else 20):
         dims = np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 8.0), rng.uniform(2.5, 3.0)])
         # The same walk sampled densely for the clearance check: the layout does not depend on `frames`.
         state = rng.bit_generator.state
@@ -224,7 +289,14 @@ def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64
             best = (dims, poses, objects)
         if len(objects) >= need:
             break
-    dims, poses, objects = best
+    if walk == "tour":
+        dims, angles, slots = layout_tour(rng, cats, stops)
+        poses = tour_poses(angles, slots, frames, rng)
+        objects = [o for o in slots if o is not None]
+        for i, obj in enumerate(objects):
+            obj.instance_id = i
+    else:
+        dims, poses, objects = best
     result = render_boxes(dims, objects, [CATEGORIES[o.category].rgb for o in objects], poses, K, size, size)
     visible = result.visible(min_visible_pixels(size, size))
     kept = []
@@ -239,6 +311,7 @@ def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64
         name=name, dataset=DATASET_NAME, objects=kept, room_size=float(dims[0] * dims[1]),
         room_center=[0.0, 0.0, dims[2] / 2], num_frames=frames, fps=fps, poses=poses,
         extras={"room_dims": [float(x) for x in dims], "walk": walk, "image_size": [size, size],
+                "category_vocabulary": [c.name for c in cats],
                 "fov_deg": float(fov_deg), "unseen_objects_dropped": len(objects) - len(kept)},
     )
     return SyntheticScene(scene=scene, room_dims=dims, render=result, poses=poses, intrinsics=K,
@@ -249,7 +322,7 @@ def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64
 def prepare_synthetic(out: Path, scenes: int = 8, frames: int = 32, size: int = 64, seed: int = 0,
                       categories: Sequence[str] | None = None, walk: str = "sweep", overwrite: bool = False,
                       eval_fraction: float = 0.25, families: Sequence[str] | None = None,
-                      fps: float = FPS, instances: tuple[int, int] | None = None) -> dict:
+                      fps: float = FPS, instances: tuple[int, int] | None = None, stops: int = TOUR_STOPS) -> dict:
     """Render `scenes` synthetic rooms into a dataset folder `out` (DESIGN section 3); returns the manifest.
 
     Scenes are `synth_00000`...; the last round(scenes * eval_fraction) are split "eval",
@@ -274,19 +347,23 @@ def prepare_synthetic(out: Path, scenes: int = 8, frames: int = 32, size: int = 
         raise UsageError(f"--frames must be >= 1, got {frames}")
     if not fps > 0:
         raise UsageError(f"fps must be > 0, got {fps}")
-    cats = [c.name for c in resolve_categories(categories, instances)]
+    if walk == "tour" and not 1 <= stops <= frames:
+        raise UsageError(f"--stops must be between 1 and --frames ({frames}), got {stops}")
+    cats = [c.name for c in resolve_categories(categories or (TOUR_CATEGORIES if walk == "tour" else None), instances)]
+    fov_deg = TOUR_FOV_DEG if walk == "tour" else FOV_DEG
     render_size = size + (size % 2)
     n_eval = int(round(scenes * eval_fraction))
     options = {"scenes": scenes, "frames": frames, "size": size, "render_size": render_size, "seed": seed,
                "categories": cats, "walk": walk, "eval_fraction": eval_fraction,
-               "families": list(families) if families else None, "fps": fps, "fov_deg": FOV_DEG,
-               "depth_dtype": "float16", "instances": list(instances) if instances else None}
+               "families": list(families) if families else None, "fps": fps, "fov_deg": fov_deg,
+               "depth_dtype": "float16", "instances": list(instances) if instances else None,
+               **({"stops": stops} if walk == "tour" else {})}
     with DatasetWriter(out, DATASET_NAME, overwrite, options) as w, progress_bar() as progress:
         task = progress.add_task("synthetic scenes", total=scenes)
         for i in range(scenes):
             split = "eval" if i >= scenes - n_eval else "train"
             synth = synthesize_scene(i, seed=seed, frames=frames, size=render_size, categories=cats, walk=walk,
-                                     fps=fps, instances=instances)
+                                     fps=fps, instances=instances, stops=stops)
             scene = synth.scene
             rel = w.video_relpath(scene.name)
             write_video(w.path(rel), synth.render.rgb, fps=fps)
