@@ -198,15 +198,20 @@ def project_kv(mha: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tenso
     return kv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
 
 
-def attend(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           mask: torch.Tensor | None = None, empty: torch.Tensor | None = None) -> torch.Tensor:
-    """q [B, H, N, hd] over k / v [B, H, K, hd] (mask [B, 1, 1, K] bool: True = attend), then the
-    out-projection -> [B, N, D]. Videos where `empty` [B] is True read zeros."""
+def read_heads(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """q [B, H, N, hd] over k / v [B, H, K, hd] (mask [B, 1, 1, K] bool: True = attend) -> the heads
+    concatenated, [B, N, D], before the out-projection."""
     B, H, N, hd = q.shape
     p = mha.dropout if mha.training else 0.0
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    o = F.linear(o.transpose(1, 2).reshape(B, N, H * hd), mha.out_proj.weight, mha.out_proj.bias)
-    return o if empty is None else torch.where(empty.view(B, 1, 1), torch.zeros_like(o), o)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2).reshape(B, N, H * hd)
+
+
+def attend(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           mask: torch.Tensor | None = None, empty: torch.Tensor | None = None) -> torch.Tensor:
+    """`read_heads` then the out-projection -> [B, N, D]. Videos where `empty` [B] is True read zeros."""
+    o = F.linear(read_heads(mha, q, k, v, mask), mha.out_proj.weight, mha.out_proj.bias)
+    return o if empty is None else torch.where(empty.view(-1, 1, 1), torch.zeros_like(o), o)
 
 
 def attend_buffer(mha: nn.MultiheadAttention, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor,

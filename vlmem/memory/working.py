@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vlmem.memory.base import (
     Memory,
     MemoryState,
-    attend,
     attend_buffer,
     check_heads,
     ensure_tokens,
     frame_queries,
     project_kv,
     project_q,
+    read_heads,
     take_slots,
     write_index,
     write_slot,
@@ -75,22 +76,26 @@ def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L
     old_k, old_v = (take_slots(b, roll, 2) for b in (w_k, w_v))
     lo, hi = min(fill), max(fill)  # only the last `hi` old entries can be valid
     seq_k, seq_v = (torch.cat([o[:, :, L - hi:], x], 2) if hi else x for o, x in ((old_k, k), (old_v, v)))
-    reads = []
-    for t in range(T):
+    first = 0 if hi else 1  # all buffers empty: frame 0 reads nothing (zeros, outside the graph)
+    heads = []  # per frame, before the out-projection (done once for all frames below)
+    for t in range(first, T):
         n_lo, n_hi = min(lo + t, L), min(hi + t, L)
-        if n_hi == 0:
-            reads.append(h.new_zeros(h.shape[0], N, h.shape[3]))
-            continue
         window = slice(hi + t - n_hi, hi + t)
         kt, vt = (s[:, :, window].reshape(B, H, n_hi * N, -1) for s in (seq_k, seq_v))
-        mask = empty = None
+        mask = None
         if n_lo != n_hi:  # window positions before a video's first entry are masked
             n = torch.clamp(st.w_fill + t, max=L)
-            empty = n == 0 if n_lo == 0 else None
             valid = torch.arange(n_hi, device=dev)[None, :] >= (n_hi - n)[:, None]
-            valid = valid | (n[:, None] == 0)  # empty videos attend to anything, zeroed by `attend`
+            valid = valid | (n[:, None] == 0)  # empty videos attend to anything, zeroed below
             mask = valid[:, :, None].expand(B, n_hi, N).reshape(B, 1, 1, n_hi * N)
-        reads.append(attend(mha, q[t], kt, vt, mask, empty))
+        heads.append(read_heads(mha, q[t], kt, vt, mask))
+    reads = [h.new_zeros(B, N, h.shape[3])] * first
+    if heads:
+        out = F.linear(torch.stack(heads, 1), mha.out_proj.weight, mha.out_proj.bias)
+        if first == 0 and lo == 0:  # frame 0 of a video with an empty buffer reads zeros
+            empty = (st.w_fill == 0)[:, None] & (torch.arange(T, device=dev) == 0)[None, :]
+            out = torch.where(empty[:, :, None, None], torch.zeros_like(out), out)
+        reads += out.unbind(1)
     # ring slot s ends up holding position T + ((s - w_next - T) mod L) of [old entries; frames of h]
     pos = T + (torch.arange(L, device=dev)[None, :] - st.w_next[:, None] - T) % L
     new_idx = st.t[:, None] + torch.arange(T, device=dev)
