@@ -103,6 +103,7 @@ class QADataset(torch.utils.data.Dataset):
         self.tokenizer = tokenizer
         self._videos = _LRU(cache_videos)
         self._geometry = _LRU(cache_videos)
+        self._text: dict[int, dict] = {}  # token ids per row: the same every epoch
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -188,7 +189,9 @@ class QADataset(torch.utils.data.Dataset):
         row = self.rows[i]
         sample = {"id": row["id"], "row": row}
         if self.tokenizer is not None:
-            sample.update(tokenize(self.tokenizer, build_prompt(row), row["ground_truth"]))
+            if i not in self._text:
+                self._text[i] = tokenize(self.tokenizer, build_prompt(row), row["ground_truth"])
+            sample.update(self._text[i])
         if not media:
             return sample
         frames, idx = self._frames(row["video"])
