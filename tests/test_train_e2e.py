@@ -110,6 +110,27 @@ def test_phase_continues_from_previous_run_and_eval_export(workdir, capsys):
     assert torch.equal(la, lb)
 
 
+def test_feature_cache_skips_decoding_and_matches_uncached_losses(workdir, monkeypatch):
+    """With the cache on, a row whose video is cached is not decoded; the losses are the uncached run's."""
+    from vlmem.data.dataset import QADataset
+
+    decoded = []
+    frames = QADataset._frames
+    monkeypatch.setattr(QADataset, "_frames", lambda self, video: decoded.append(video) or frames(self, video))
+    sets = [*TINY, "train.max_steps=6", 'train.init_from=""']
+    losses = {}
+    for cached in (False, True):
+        decoded.clear()
+        name = f"cache-{cached}"
+        extra = [f"run.name={name}", f"train.cache_features={str(cached).lower()}"]
+        assert _train("tiny/phase1", *[a for s in [*sets, *extra] for a in ("--set", s)]) == 0
+        metrics = [json.loads(x) for x in (workdir / f"runs/{name}/metrics.jsonl").read_text().splitlines()]
+        losses[cached] = [x["loss"] for x in metrics]
+    hits = metrics[-1]["feature_cache_hits"]
+    assert hits > 0 and len(decoded) == 6 * 2 - hits  # rows: steps x batch
+    assert max(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True)) <= 1e-5
+
+
 def test_bad_inputs_fail_before_training(workdir, capsys):
     args = [a for s in [*TINY, "run.name=bad", "train.max_steps=1"] for a in ("--set", s)]
     assert _train("tiny/phase1", *args, "--set", 'train.init_from="runs/does-not-exist"') == 1

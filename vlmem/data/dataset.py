@@ -122,6 +122,7 @@ class QADataset(torch.utils.data.Dataset):
         self.tokenizer = tokenizer
         self._videos = _LRU(cache_mb << 20)
         self._geometry = _LRU(cache_mb << 20)
+        self._text: dict[int, dict] = {}  # token ids per row: the same every epoch
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -199,9 +200,21 @@ class QADataset(torch.utils.data.Dataset):
         return self._geometry.get_or(video, load)
 
     def __getitem__(self, i: int) -> dict:
+        return self.sample(i)
+
+    def sample(self, i: int, media: bool = True) -> dict:
+        """Row i; `media=False` leaves out frames and geometry (the training loop's feature cache
+        already holds the video's tokens, so decoding it would be wasted)."""
         row = self.rows[i]
+        sample = {"id": row["id"], "row": row}
+        if self.tokenizer is not None:
+            if i not in self._text:
+                self._text[i] = tokenize(self.tokenizer, build_prompt(row), row["ground_truth"])
+            sample.update(self._text[i])
+        if not media:
+            return sample
         frames, idx = self._frames(row["video"])
-        sample = {"id": row["id"], "frames": frames, "row": row}
+        sample["frames"] = frames
         if self.spec.geometry == "sensor":
             sample["geometry"] = self._sensor_geometry(row["video"], idx)
         elif self.spec.geometry == "cached":
@@ -216,8 +229,6 @@ class QADataset(torch.utils.data.Dataset):
             feats = self._geometry.get_or(str(path), lambda: load_cached_geometry(path))
             n = feats["patch_tokens"].shape[0]
             sample["geometry"] = select_frames(feats, uniform_frame_indices(n, self.spec.frames))
-        if self.tokenizer is not None:
-            sample.update(tokenize(self.tokenizer, build_prompt(row), row["ground_truth"]))
         return sample
 
 
@@ -239,9 +250,10 @@ def tokenize(tokenizer, prompt: str, answer: str | None) -> dict[str, torch.Tens
 
 
 def collate(samples: list[dict], pad_id: int = 0, padding_side: str = "right") -> dict:
-    """Stack frames/geometry; pad text (left padding for generation)."""
-    batch: dict = {"ids": [s["id"] for s in samples], "rows": [s["row"] for s in samples],
-                   "frames": torch.stack([s["frames"] for s in samples])}
+    """Stack frames/geometry (when the samples have them); pad text (left padding for generation)."""
+    batch: dict = {"ids": [s["id"] for s in samples], "rows": [s["row"] for s in samples]}
+    if "frames" in samples[0]:
+        batch["frames"] = torch.stack([s["frames"] for s in samples])
     if "geometry" in samples[0]:
         batch["geometry"] = {k: torch.stack([s["geometry"][k] for s in samples]) for k in samples[0]["geometry"]}
     if "input_ids" in samples[0]:

@@ -12,6 +12,7 @@ Interface (DESIGN.md section 4):
 from __future__ import annotations
 
 import abc
+import math
 
 import torch
 import torch.nn as nn
@@ -125,6 +126,9 @@ class Memory(nn.Module, metaclass=abc.ABCMeta):
                              "every video needs at least one frame")
         if state is None:
             state = self.init_state(B, h.device, h.dtype)
+        fast = None if return_info else self._scan_fast(h, state)
+        if fast is not None:
+            return fast
         inplace = not torch.is_grad_enabled()
         if inplace:  # buffers private to this scan: write slots in place instead of copying
             state = MemoryState(**{k: v.clone() for k, v in state.items()})
@@ -138,6 +142,11 @@ class Memory(nn.Module, metaclass=abc.ABCMeta):
         if not return_info:
             return out, state
         return out, state, {k: torch.stack([i[k] for i in infos], 1) for k in infos[0]}
+
+    def _scan_fast(self, h: torch.Tensor, state: MemoryState):
+        """Optional: `(outs, state)` as `_step` frame by frame would give, computed faster (e.g. all
+        frames' projections at once), or None to step. Never used with `return_info`."""
+        return None
 
     def scan_truncated(self, h: torch.Tensor, state: MemoryState, chunk: int = 0, return_info: bool = False):
         """`scan` in chunks of `chunk` frames with the state detached between them (truncated
@@ -174,24 +183,48 @@ def project_q(mha: nn.MultiheadAttention, h: torch.Tensor) -> torch.Tensor:
     return q.view(h.shape[0], h.shape[1], H, D // H).transpose(1, 2)
 
 
+def frame_queries(mha: nn.MultiheadAttention, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """h [B, T, N, D] -> T queries [B, H, N, hd], projected in one matmul for all frames."""
+    return project_q(mha, h.flatten(1, 2)).unflatten(2, h.shape[1:3]).unbind(2)
+
+
 def project_kv(mha: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [B, N, D] -> (k, v), each [B, H, N, hd]; done once, when x is written."""
+    """x [B, N, D] -> (k, v), each [B, H, N, hd] and contiguous (cheap to copy into a buffer or
+    concatenate; unbind's backward stacks the two grads instead of zero-filling for each); done
+    once, when x is written."""
     D, H = mha.embed_dim, mha.num_heads
     b = mha.in_proj_bias[D:] if mha.in_proj_bias is not None else None
     kv = F.linear(x, mha.in_proj_weight[D:], b).view(x.shape[0], x.shape[1], 2, H, D // H)
-    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+    return kv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+
+
+def read_heads(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """q [B, H, N, hd] over k / v [B, H, K, hd] (mask [B, 1, 1, K] bool: True = attend) -> the heads
+    concatenated, [B, N, D], before the out-projection."""
+    B, H, N, hd = q.shape
+    p = mha.dropout if mha.training else 0.0
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2).reshape(B, N, H * hd)
+
+
+def attend(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           mask: torch.Tensor | None = None, empty: torch.Tensor | None = None) -> torch.Tensor:
+    """`read_heads` then the out-projection -> [B, N, D]. Videos where `empty` [B] is True read zeros."""
+    o = F.linear(read_heads(mha, q, k, v, mask), mha.out_proj.weight, mha.out_proj.bias)
+    return o if empty is None else torch.where(empty.view(-1, 1, 1), torch.zeros_like(o), o)
 
 
 def attend_buffer(mha: nn.MultiheadAttention, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor,
-                  fill: torch.Tensor, return_weights: bool = False):
+                  fill: torch.Tensor, return_weights: bool = False, span: tuple[int, int] | None = None):
     """Multi-head attention of q [B, H, N, hd] over the first `fill[b]` slots of
     k_buf / v_buf [B, H, L, N, hd]. Returns (out [B, N, D], slot_mass [B, L] or None).
 
     Only the filled prefix (max fill in the batch) is read; a boolean mask is used
-    only when the fill counts differ. Videos with an empty buffer read out zeros."""
+    only when the fill counts differ. Videos with an empty buffer read out zeros.
+    `span`: (min, max) of `fill` when the caller knows them, else read from the device (a sync)."""
     B, H, N, hd = q.shape
     L, Nk = k_buf.shape[2], k_buf.shape[3]
-    lo, hi = (int(x) for x in torch.aminmax(fill))
+    lo, hi = span if span is not None else (int(x) for x in torch.aminmax(fill))
     D = H * hd
     if hi == 0:
         z = q.new_zeros(B, N, D)
@@ -203,39 +236,47 @@ def attend_buffer(mha: nn.MultiheadAttention, q: torch.Tensor, k_buf: torch.Tens
         valid = torch.arange(hi, device=fill.device)[None, :] < fill[:, None]  # [B, hi]
         valid = valid | (fill[:, None] == 0)  # empty videos attend to zeros, zeroed below
         mask = valid[:, :, None].expand(B, hi, Nk).reshape(B, 1, 1, hi * Nk)
+    empty = fill == 0 if lo == 0 else None
+    if not return_weights:
+        return attend(mha, q, k, v, mask, empty), None
+    s = (q @ k.transpose(-1, -2)) * (hd ** -0.5)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s.float(), dim=-1).to(q.dtype)
+    mass = w.detach().float().view(B, H, N, hi, Nk).sum(-1).mean((1, 2))
+    mass = F.pad(mass, (0, L - hi))
     p = mha.dropout if mha.training else 0.0
-    mass = None
-    if return_weights:
-        s = (q @ k.transpose(-1, -2)) * (hd ** -0.5)
-        if mask is not None:
-            s = s.masked_fill(~mask, float("-inf"))
-        w = torch.softmax(s.float(), dim=-1).to(q.dtype)
-        mass = w.detach().float().view(B, H, N, hi, Nk).sum(-1).mean((1, 2))
-        mass = F.pad(mass, (0, L - hi))
-        if p > 0:
-            w = F.dropout(w, p)
-        o = w @ v
-    else:
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    o = F.linear(o.transpose(1, 2).reshape(B, N, D), mha.out_proj.weight, mha.out_proj.bias)
-    if lo == 0:
-        o = torch.where((fill > 0).view(B, 1, 1), o, torch.zeros_like(o))
-        if mass is not None:
-            mass = mass * (fill > 0).view(B, 1)
+    if p > 0:
+        w = F.dropout(w, p)
+    o = F.linear((w @ v).transpose(1, 2).reshape(B, N, D), mha.out_proj.weight, mha.out_proj.bias)
+    if empty is not None:
+        o = torch.where(empty.view(B, 1, 1), torch.zeros_like(o), o)
+        mass = mass * (~empty).view(B, 1)
     return o, mass
 
 
-def write_slot(buf: torch.Tensor, slot: torch.Tensor, new: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+def write_slot(buf: torch.Tensor, slot: torch.Tensor, new: torch.Tensor, inplace: bool = False,
+               every: bool = False) -> torch.Tensor:
     """Write new [B, H, N, hd] into slot[b] of buf [B, H, L, N, hd]; slot < 0 means no
-    write for that video. Copies the buffer unless `inplace` (scan under no_grad)."""
+    write for that video. Copies the buffer unless `inplace` (scan under no_grad).
+    `every`: the caller knows every video writes (no host sync to find out)."""
     out = buf if inplace else buf.clone()
     sel = slot >= 0
-    if bool(sel.all()):
+    if every or bool(sel.all()):
         out[torch.arange(buf.shape[0], device=buf.device), :, slot] = new.to(buf.dtype)
     elif bool(sel.any()):
         b = sel.nonzero().squeeze(1)
         out[b, :, slot[b]] = new[b].to(buf.dtype)
     return out
+
+
+def take_slots(buf: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """out[b, ..., j] = buf[b, ..., index[b, j]] along `dim` (index [B, L] long), with everything
+    after `dim` copied as whole rows (index_select), not element by element as `gather` would."""
+    lead, rest = buf.shape[:dim], buf.shape[dim + 1:]
+    base = torch.arange(math.prod(lead), device=buf.device).view(*lead, 1) * buf.shape[dim]
+    rows = base + index.view(index.shape[0], *[1] * (dim - 1), index.shape[1])
+    return buf.reshape(-1, *rest).index_select(0, rows.flatten()).view(*lead, index.shape[1], *rest)
 
 
 def write_index(idx: torch.Tensor, slot: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 
 from vlmem.errors import ConfigError
-from vlmem.memory.base import Memory, MemoryState, attend_buffer, check_heads, project_q
-from vlmem.memory.episodic import SalienceGate, episodic_state, episodic_write
-from vlmem.memory.working import working_state, working_write
+from vlmem.memory.base import Memory, MemoryState, attend_buffer, check_heads, frame_queries, project_q
+from vlmem.memory.episodic import EpisodicScan, SalienceGate, episodic_state, episodic_write
+from vlmem.memory.working import working_scan, working_state, working_write
 
 EPISODIC_STORES = ("fused", "input")
 
@@ -80,6 +80,26 @@ class DualMemory(Memory):
                 info["salience"] = sal.detach()
         g_sum = state.g_sum + g.float().mean((1, 2)).to(state.g_sum.dtype)
         return m, state.replace(t=state.t + 1, g_sum=g_sum, **w_upd, **e_upd), info
+
+    def _scan_fast(self, h, state):
+        """The working reads of all frames at once (`working_scan`), the episodic branch without a
+        buffer copy per append (`EpisodicScan`): one host sync per scan (the fill counts), none per
+        frame, and under autograd no copy of the buffers per frame while they fill."""
+        if self.salience_gate is not None:  # writes depend on the gate: frame by frame
+            return None
+        w_fill, e_fill = torch.stack([state.w_fill, state.e_fill]).tolist()
+        m_w, w_upd = working_scan(self.working_attention, h, state, self.L_w, w_fill)
+        episodic = EpisodicScan(self.episodic_attention, state, self.L_e, e_fill, h.shape[2])
+        outs, g_sum = [], state.g_sum
+        for t, q in enumerate(frame_queries(self.episodic_attention, h)):
+            m_e = episodic.read(q)
+            g = torch.sigmoid(self.memory_fusion_mlp(torch.cat([m_w[t], m_e], dim=-1)))
+            m = g * m_w[t] + (1 - g) * m_e
+            episodic.write(m if self.episodic_stores == "fused" else h[:, t])
+            g_sum = g_sum + g.float().mean((1, 2)).to(g_sum.dtype)
+            outs.append(m)
+        state = state.replace(t=state.t + h.shape[1], g_sum=g_sum, **w_upd, **episodic.fields())
+        return torch.stack(outs, 1), state
 
     def gate_balance_loss(self, state: MemoryState) -> torch.Tensor:
         """Memory-utilisation term: (mean gate over the video - 1/2)^2, averaged over videos.

@@ -19,11 +19,14 @@ from vlmem.errors import ConfigError
 from vlmem.memory.base import (
     Memory,
     MemoryState,
+    attend,
     attend_buffer,
     check_heads,
     ensure_tokens,
+    frame_queries,
     project_kv,
     project_q,
+    take_slots,
     write_index,
     write_slot,
 )
@@ -53,20 +56,105 @@ def episodic_write(mha: nn.MultiheadAttention, x: torch.Tensor, st: MemoryState,
     best_sim, best = sims.masked_fill(~valid, float("-inf")).max(-1)
     full = st.e_fill >= L
     slot = torch.where(full, best, st.e_fill)
+    every = write is None  # every video writes: no host sync in write_slot
     if write is not None:
         slot = torch.where(write, slot, torch.full_like(slot, -1))
     replaced = full & (slot >= 0)
     k, v = project_kv(mha, x)
     upd = dict(
-        e_k=write_slot(ensure_tokens(st.e_k, N, 3, "episodic memory"), slot, k, inplace),
-        e_v=write_slot(ensure_tokens(st.e_v, N, 3, "episodic memory"), slot, v, inplace),
-        e_unit=write_slot(e_unit.unsqueeze(1).unsqueeze(3), slot, u[:, None, None], inplace).squeeze(3).squeeze(1),
+        e_k=write_slot(ensure_tokens(st.e_k, N, 3, "episodic memory"), slot, k, inplace, every),
+        e_v=write_slot(ensure_tokens(st.e_v, N, 3, "episodic memory"), slot, v, inplace, every),
+        e_unit=write_slot(e_unit[:, None, :, None], slot, u[:, None, None], inplace, every)[:, 0, :, 0],
         e_fill=torch.clamp(st.e_fill + (slot >= 0).long(), max=L),
         e_idx=write_index(st.e_idx, slot, st.t),
     )
     info = dict(e_slot=slot, e_replaced=replaced,
                 e_replace_sim=torch.where(replaced, best_sim, torch.zeros_like(best_sim)))
     return upd, info
+
+
+class EpisodicScan:
+    """The episodic branch over the frames of one scan when every frame writes (no salience gate),
+    so the fill counts follow from the frame index (`fill`: st.e_fill on the host).
+
+    While no buffer is full every write is an append: a read sees [old filled slots; entries
+    written so far], concatenated at read time, instead of a copy of the whole slot buffer per
+    write (out of place under autograd, which keeps every copy). From the first replacement on,
+    the slot buffers are built once and `episodic_write` updates them frame by frame."""
+
+    def __init__(self, mha: nn.MultiheadAttention, st: MemoryState, L: int, fill: list[int], N: int):
+        self.mha, self.st, self.L = mha, st, L
+        self.lo, self.hi = min(fill), max(fill)
+        self.old_k, self.old_v = (ensure_tokens(b, N, 3, "episodic memory") for b in (st.e_k, st.e_v))
+        self.keys, self.values, self.written = [], [], []
+        self.slots = None  # the state's episodic fields, once some buffer is full
+        self.n = 0  # frames written
+
+    def read(self, q: torch.Tensor) -> torch.Tensor:
+        B, H, N, hd = q.shape
+        i, hi = self.n, self.hi
+        if self.slots is not None:
+            s = self.slots
+            span = (min(self.lo + i, self.L), self.L)  # every frame writes: fill = min(fill0 + i, L)
+            return attend_buffer(self.mha, q, s.e_k, s.e_v, s.e_fill, span=span)[0]
+        if hi == 0 and i == 0:
+            return q.new_zeros(B, N, H * hd)
+        ks, vs = list(self.keys), list(self.values)
+        if hi:
+            ks.insert(0, self.old_k[:, :, :hi].reshape(B, H, hi * N, hd))
+            vs.insert(0, self.old_v[:, :, :hi].reshape(B, H, hi * N, hd))
+        k, v = (torch.cat(x, 2) if len(x) > 1 else x[0] for x in (ks, vs))
+        mask = empty = None
+        if self.lo != hi:  # old slots past a video's fill are masked
+            fill = self.st.e_fill
+            valid = torch.arange(hi, device=q.device)[None, :] < fill[:, None]
+            if i == 0 and self.lo == 0:
+                empty = fill == 0
+                valid = valid | empty[:, None]  # attend to anything, zeroed by `attend`
+            mask = torch.cat([valid[:, :, None].expand(B, hi, N).reshape(B, hi * N),
+                              valid.new_ones(B, i * N)], 1).view(B, 1, 1, -1)
+        return attend(self.mha, q, k, v, mask, empty)
+
+    def write(self, x: torch.Tensor) -> None:
+        if self.slots is None and self.hi + self.n == self.L:  # the next write replaces
+            self.slots = MemoryState(t=self.st.t + self.n, **self.fields())
+        if self.slots is not None:
+            upd, _ = episodic_write(self.mha, x, self.slots, self.L, inplace=not torch.is_grad_enabled())
+            self.slots = self.slots.replace(t=self.slots.t + 1, **upd)
+        else:
+            k, v = project_kv(self.mha, x)
+            self.keys.append(k.to(self.old_k.dtype))
+            self.values.append(v.to(self.old_k.dtype))
+            self.written.append(x)
+        self.n += 1
+
+    def fields(self) -> dict[str, torch.Tensor]:
+        """The episodic fields of the state after the writes so far."""
+        if self.slots is not None:
+            return {k: v for k, v in self.slots.items() if k != "t"}
+        st, L, n = self.st, self.L, len(self.keys)
+        B, N = self.old_k.shape[0], self.old_k.shape[3]
+        e_unit = ensure_tokens(st.e_unit, N * self.mha.embed_dim, 2, "episodic memory")
+        if n == 0:  # copies: the caller's buffers may be written in place next
+            return dict(e_k=self.old_k.clone(), e_v=self.old_v.clone(), e_unit=e_unit.clone(),
+                        e_fill=st.e_fill.clone(), e_idx=st.e_idx.clone())
+        dev = st.e_fill.device
+        s = torch.arange(L, device=dev)[None, :]
+        fill = st.e_fill[:, None]
+        src = torch.where((s >= fill) & (s < fill + n), L + s - fill, s)  # slot <- [old slots; new entries]
+        u = F.normalize(torch.stack(self.written, 1).detach().reshape(B, n, -1).float(), dim=-1)
+        new_idx = st.t[:, None] + torch.arange(n, device=dev)
+
+        def build(old, new, dim):
+            return take_slots(torch.cat([old, new], dim), src, dim)
+
+        return dict(
+            e_k=build(self.old_k, torch.stack(self.keys, 2), 2),
+            e_v=build(self.old_v, torch.stack(self.values, 2), 2),
+            e_unit=build(e_unit, u.to(e_unit.dtype), 1),
+            e_fill=st.e_fill + n,
+            e_idx=build(st.e_idx, new_idx, 1),
+        )
 
 
 class SalienceGate(nn.Module):
@@ -123,3 +211,13 @@ class EpisodicMemory(Memory):
             if sal is not None:
                 info["salience"] = sal.detach()
         return m, state.replace(t=state.t + 1, **upd), info
+
+    def _scan_fast(self, h, state):
+        if self.salience_gate is not None:  # writes depend on the gate: frame by frame
+            return None
+        episodic = EpisodicScan(self.episodic_attention, state, self.L_e, state.e_fill.tolist(), h.shape[2])
+        outs = []
+        for t, q in enumerate(frame_queries(self.episodic_attention, h)):
+            outs.append(episodic.read(q))
+            episodic.write(h[:, t])
+        return torch.stack(outs, 1), state.replace(t=state.t + h.shape[1], **episodic.fields())

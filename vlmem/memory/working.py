@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vlmem.memory.base import (
     Memory,
@@ -19,8 +20,11 @@ from vlmem.memory.base import (
     attend_buffer,
     check_heads,
     ensure_tokens,
+    frame_queries,
     project_kv,
     project_q,
+    read_heads,
+    take_slots,
     write_index,
     write_slot,
 )
@@ -43,11 +47,64 @@ def working_write(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, 
     k, v = project_kv(mha, h)
     slot = st.w_next
     return dict(
-        w_k=write_slot(ensure_tokens(st.w_k, N, 3, "working memory"), slot, k, inplace),
-        w_v=write_slot(ensure_tokens(st.w_v, N, 3, "working memory"), slot, v, inplace),
+        w_k=write_slot(ensure_tokens(st.w_k, N, 3, "working memory"), slot, k, inplace, every=True),
+        w_v=write_slot(ensure_tokens(st.w_v, N, 3, "working memory"), slot, v, inplace, every=True),
         w_fill=torch.clamp(st.w_fill + 1, max=L),
         w_next=(slot + 1) % L,
         w_idx=write_index(st.w_idx, slot, st.t),
+    )
+
+
+def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L: int,
+                 fill: list[int]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """The working reads of all frames of h [B, T, N, D] and the fields after writing them all, as
+    `T` x (read, `working_write`) would give. `fill`: st.w_fill on the host.
+
+    The reads depend on h and the state only, so keys / values of all frames are projected at once
+    and frame t reads a window of [old entries, oldest first; frames of h] (a view: no buffer copy
+    per frame); the ring buffer is built once at the end. Fill counts follow from the frame index.
+    Relies on the ring's invariant: until it is full, slots [0, fill) hold the entries and
+    w_next = fill (init_state, the writes and reset keep it)."""
+    B, T, N, _ = h.shape
+    dev = h.device
+    w_k, w_v = (ensure_tokens(b, N, 3, "working memory") for b in (st.w_k, st.w_v))
+    H = mha.num_heads
+    q = frame_queries(mha, h)
+    # [B, H, T, N, hd]: all frames' tokens projected as one sequence
+    k, v = (x.unflatten(2, (T, N)).to(w_k.dtype) for x in project_kv(mha, h.flatten(1, 2)))
+    roll = (st.w_next[:, None] + torch.arange(L, device=dev)) % L  # slots, oldest entry first
+    old_k, old_v = (take_slots(b, roll, 2) for b in (w_k, w_v))
+    lo, hi = min(fill), max(fill)  # only the last `hi` old entries can be valid
+    seq_k, seq_v = (torch.cat([o[:, :, L - hi:], x], 2) if hi else x for o, x in ((old_k, k), (old_v, v)))
+    first = 0 if hi else 1  # all buffers empty: frame 0 reads nothing (zeros, outside the graph)
+    heads = []  # per frame, before the out-projection (done once for all frames below)
+    for t in range(first, T):
+        n_lo, n_hi = min(lo + t, L), min(hi + t, L)
+        window = slice(hi + t - n_hi, hi + t)
+        kt, vt = (s[:, :, window].reshape(B, H, n_hi * N, -1) for s in (seq_k, seq_v))
+        mask = None
+        if n_lo != n_hi:  # window positions before a video's first entry are masked
+            n = torch.clamp(st.w_fill + t, max=L)
+            valid = torch.arange(n_hi, device=dev)[None, :] >= (n_hi - n)[:, None]
+            valid = valid | (n[:, None] == 0)  # empty videos attend to anything, zeroed below
+            mask = valid[:, :, None].expand(B, n_hi, N).reshape(B, 1, 1, n_hi * N)
+        heads.append(read_heads(mha, q[t], kt, vt, mask))
+    reads = [h.new_zeros(B, N, h.shape[3])] * first
+    if heads:
+        out = F.linear(torch.stack(heads, 1), mha.out_proj.weight, mha.out_proj.bias)
+        if first == 0 and lo == 0:  # frame 0 of a video with an empty buffer reads zeros
+            empty = (st.w_fill == 0)[:, None] & (torch.arange(T, device=dev) == 0)[None, :]
+            out = torch.where(empty[:, :, None, None], torch.zeros_like(out), out)
+        reads += out.unbind(1)
+    # ring slot s ends up holding position T + ((s - w_next - T) mod L) of [old entries; frames of h]
+    pos = T + (torch.arange(L, device=dev)[None, :] - st.w_next[:, None] - T) % L
+    new_idx = st.t[:, None] + torch.arange(T, device=dev)
+    return reads, dict(
+        w_k=take_slots(torch.cat([old_k, k], 2), pos, 2),
+        w_v=take_slots(torch.cat([old_v, v], 2), pos, 2),
+        w_fill=torch.clamp(st.w_fill + T, max=L),
+        w_next=(st.w_next + T) % L,
+        w_idx=take_slots(torch.cat([take_slots(st.w_idx, roll, 1), new_idx], 1), pos, 1),
     )
 
 
@@ -77,3 +134,7 @@ class WorkingMemory(Memory):
             info = dict(w_fill=state.w_fill.clone(), w_attn=mass, w_frames=state.w_idx.clone())
         upd = working_write(self.working_attention, h, state, self.L_w, inplace)
         return m, state.replace(t=state.t + 1, **upd), info
+
+    def _scan_fast(self, h, state):
+        reads, upd = working_scan(self.working_attention, h, state, self.L_w, state.w_fill.tolist())
+        return torch.stack(reads, 1), state.replace(t=state.t + h.shape[1], **upd)

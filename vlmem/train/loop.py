@@ -95,16 +95,27 @@ class FeatureCache:
         self.store: dict[str, torch.Tensor] = {}
         self.hits = self.misses = 0
 
-    def tokens(self, model, batch: dict) -> torch.Tensor:
+    def __contains__(self, video: str) -> bool:
+        return video in self.store
+
+    def tokens(self, model, batch: dict, media=None) -> torch.Tensor:
+        """Tokens [B, T, N, D] of the batch's videos. `media(rows)`: a batch with the frames (+ geometry)
+        of those rows only, for a batch collated without them (the loop decodes only uncached videos)."""
         from vlmem.model.vlm import encode_once_per_video
 
         videos = [r["video"] for r in batch["rows"]]
         missing = [i for i, v in enumerate(videos) if v not in self.store]
         if missing:  # rows of the same uncached video are encoded once
             self.misses += len(missing)
+            if media is not None:
+                part = media(missing)
+            else:
+                part = {"frames": batch["frames"][missing]}
+                if "geometry" in batch:
+                    part["geometry"] = {k: v[missing] for k, v in batch["geometry"].items()}
             with torch.no_grad():
-                geo = {k: v[missing] for k, v in batch["geometry"].items()} if "geometry" in batch else None
-                fresh = encode_once_per_video(model, batch["frames"][missing], geo, [videos[i] for i in missing])
+                fresh = encode_once_per_video(model, part["frames"], part.get("geometry"),
+                                              [videos[i] for i in missing])
             for j, i in enumerate(missing):
                 self.store[videos[i]] = fresh[j].detach()
         self.hits += len(videos) - len(missing)
@@ -217,6 +228,14 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         acc.wait_for_everyone()
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def load(indices: list[int], media: bool = True) -> dict:
+        """A batch of these samples; the time it takes counts as waiting for data."""
+        start = time.perf_counter()
+        batch = collate([dataset.sample(i, media) for i in indices], pad_id=pad_id)
+        window["wait"] += time.perf_counter() - start
+        return batch
+
     rank = acc.process_index
     model.train()
     window = _new_window()
@@ -235,13 +254,15 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
             log_now = done % t.log_every == 0 or done == plan.total_steps
             micro = micro_batches(recipe, plan, len(dataset), step, rank)
             for k, indices in enumerate(micro):
-                fetch = time.perf_counter()
-                batch = collate([dataset[i] for i in indices], pad_id=pad_id)
-                window["wait"] += time.perf_counter() - fetch
+                # with the feature cache, frames and geometry are decoded only for the videos it lacks
+                batch = load(indices, media=cache is None)
                 with acc.accumulate(model):
-                    tokens = cache.tokens(core, batch) if cache else None
+                    tokens = None
+                    if cache:
+                        tokens = cache.tokens(core, batch, lambda rows, ix=indices: load([ix[r] for r in rows]))
                     loss, _, mem_state, mem_info = model(
-                        frames=batch["frames"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        frames=batch.get("frames"), input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"],
                         labels=batch["labels"], geometry=batch.get("geometry"), tokens=tokens,
                         tbptt_frames=t.tbptt_frames, return_info=log_now and k == len(micro) - 1,
                         consistency=t.aux_consistency_weight > 0)
