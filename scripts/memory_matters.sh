@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # The memory-matters benchmark (docs/results.md), with the toolkit's own commands only:
-#   1. 64-frame synthetic sweeps where each object is in view for a few frames;
-#   2. a tiny base that sees all of 8 sampled frames (recipes/memory_matters/base.toml);
-#   3. the ablation on 16 frames: no memory / working / episodic / dual / Titans / Larimar
-#      with only the last frame in the LM's context, plus the all-frames upper bound, 3 seeds;
+#   1. 64-frame synthetic tours: the camera turns on the spot and stops at 16 directions, each
+#      showing one object or bare floor, so every object is in view at one stop only;
+#   2. a tiny base that sees all 16 sampled frames and learns to count (object presence +
+#      counting, frozen random tower; recipes/memory_matters/base.toml);
+#   3. the ablation: no memory / working / episodic / dual / Titans / Larimar with only the
+#      last frame in the LM's context, plus the all-frames upper bound, 3 seeds;
 #   4. inspect-memory on one held-out video.
 # Re-running continues where it stopped (finished steps are skipped, runs resume).
-#   bash scripts/memory_matters.sh           # full: ~13 min on 2 CPU cores
-#   bash scripts/memory_matters.sh --quick   # smoke run: fewer scenes / steps, 1 seed
+#   bash scripts/memory_matters.sh           # full: ~2 h on 2 CPU cores (21 runs x 2,000 steps)
+#   bash scripts/memory_matters.sh --quick   # smoke run, ~3.5 min: fewer scenes / steps, 1 seed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ] && [ "${VLMEM_NO_VENV:-0}" != "1" ]; then . .venv/bin/activate; fi
-MODE=full SCENES=160 BASE_STEPS=400 QUICK=()
-if [ "${1:-}" = "--quick" ]; then MODE=quick SCENES=80 BASE_STEPS=150 QUICK=(--quick); fi
+MODE=full SCENES=1600 BASE_STEPS=3000 QUICK=()
+if [ "${1:-}" = "--quick" ]; then MODE=quick SCENES=160 BASE_STEPS=300 QUICK=(--quick); fi
 DATA="data/memory-matters-$MODE"
 BASE="runs/mm-base-$MODE"
 set -x
 if [ ! -f "$DATA/manifest.json" ]; then
-  vlmem prepare-data synthetic --out "$DATA" --scenes "$SCENES" --frames 64 --size 64 \
-    --families object_counting,obj_appearance_order
+  vlmem prepare-data synthetic --out "$DATA" --scenes "$SCENES" --walk tour --stops 16 --frames 64 \
+    --size 32 --instances 2,5 --families object_counting,obj_appearance_order,object_presence
 fi
 BASE_SET=(--set "data.root=$DATA" --set "run.output_dir=$BASE" --set "train.max_steps=$BASE_STEPS")
 if [ -e "$BASE/checkpoints/last" ]; then
