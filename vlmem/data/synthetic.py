@@ -204,6 +204,36 @@ def layout_room(rng: np.random.Generator, categories: Sequence[Category], path_x
     return objects
 
 
+def layout_walk(rng: np.random.Generator, categories: Sequence[Category], walk: str, frames: int,
+                need: int) -> tuple[np.ndarray, np.ndarray, list[SceneObject]]:
+    """Room dims, camera poses and objects for `sweep` / `orbit`: up to 20 room draws, the first
+    with `need` objects placed (else the fullest)."""
+    best = None
+    for _attempt in range(20):
+        dims = np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 8.0), rng.uniform(2.5, 3.0)])
+        # The same walk sampled densely for the clearance check: the layout does not depend on `frames`.
+        state = rng.bit_generator.state
+        path_xy = camera_walk(dims, 256, walk, rng)[:, :2, 3]
+        rng.bit_generator.state = state
+        poses = camera_walk(dims, frames, walk, rng)
+        objects = layout_room(rng, categories, path_xy, dims)
+        if best is None or len(objects) > len(best[2]):
+            best = (dims, poses, objects)
+        if len(objects) >= need:
+            break
+    return best
+
+
+def walk_defaults(walk: str, categories: Sequence[str] | None, stops: int, frames: int) -> tuple[list, float]:
+    """(categories, field of view) a walk renders with: the tour's narrow categories and 20 degree
+    view unless categories are named. Checks the tour's `stops`."""
+    if walk != "tour":
+        return list(categories or []), FOV_DEG
+    if not 1 <= stops <= frames:
+        raise UsageError(f"--stops must be between 1 and --frames ({frames}), got {stops}")
+    return list(categories or TOUR_CATEGORIES), TOUR_FOV_DEG
+
+
 # -- the tour: one object per stop on a ring around the camera ---------------------
 def layout_tour(rng: np.random.Generator, categories: Sequence[Category], stops: int) -> tuple[np.ndarray, list]:
     """Room dims and `stops` slots (a SceneObject or None for bare floor) on a ring of radius
@@ -231,9 +261,11 @@ def layout_tour(rng: np.random.Generator, categories: Sequence[Category], stops:
         a = angles[slot]
         yaw = a + np.pi / 2 + np.radians(rng.uniform(-15, 15))
         c, sn = math.cos(yaw), math.sin(yaw)
-        slots[slot] = SceneObject(category=cat.name, instance_id=0, centroid=[TOUR_RADIUS * math.cos(a),
+        slots[slot] = SceneObject(category=cat.name, instance_id=-1, centroid=[TOUR_RADIUS * math.cos(a),
                                   TOUR_RADIUS * math.sin(a), h / 2], axes_lengths=[w, d, h],
                                   normalized_axes=[[c, sn, 0.0], [-sn, c, 0.0], [0.0, 0.0, 1.0]])
+    for i, obj in enumerate(o for o in slots if o is not None):  # ids in the order the camera meets them
+        obj.instance_id = i
     return dims, angles, slots
 
 
@@ -268,35 +300,18 @@ def synthesize_scene(index: int, seed: int = 0, frames: int = 32, size: int = 64
         raise UsageError(f"frames must be >= 1, got {frames}")
     if size < 8:
         raise UsageError(f"size must be >= 8 px, got {size}")
-    if walk == "tour" and not 1 <= stops <= frames:
-        raise UsageError(f"--stops must be between 1 and --frames ({frames}), got {stops}")
-    cats = resolve_categories(categories or (TOUR_CATEGORIES if walk == "tour" else None), instances)
-    fov_deg = fov_deg or (TOUR_FOV_DEG if walk == "tour" else FOV_DEG)
+    names, walk_fov = walk_defaults(walk, categories, stops, frames)
+    cats = resolve_categories(names, instances)
+    fov_deg = fov_deg or walk_fov
     ss = scene_seed_sequence(seed, index)
     rng = np.random.default_rng(ss)
     K = intrinsics_matrix(size, size, fov_deg)
-    need = min(min_objects, sum(c.count[1] for c in cats))
-    best = None  # (dims, poses, objects) of the fullest layout so far
-    for _attempt in range(0 if walk == "tour" else 20):
-        dims = np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 8.0), rng.uniform(2.5, 3.0)])
-        # The same walk sampled densely for the clearance check: the layout does not depend on `frames`.
-        state = rng.bit_generator.state
-        path_xy = camera_walk(dims, 256, walk, rng)[:, :2, 3]
-        rng.bit_generator.state = state
-        poses = camera_walk(dims, frames, walk, rng)
-        objects = layout_room(rng, cats, path_xy, dims)
-        if best is None or len(objects) > len(best[2]):
-            best = (dims, poses, objects)
-        if len(objects) >= need:
-            break
     if walk == "tour":
         dims, angles, slots = layout_tour(rng, cats, stops)
         poses = tour_poses(angles, slots, frames, rng)
         objects = [o for o in slots if o is not None]
-        for i, obj in enumerate(objects):
-            obj.instance_id = i
     else:
-        dims, poses, objects = best
+        dims, poses, objects = layout_walk(rng, cats, walk, frames, min(min_objects, sum(c.count[1] for c in cats)))
     result = render_boxes(dims, objects, [CATEGORIES[o.category].rgb for o in objects], poses, K, size, size)
     visible = result.visible(min_visible_pixels(size, size))
     kept = []
@@ -347,10 +362,8 @@ def prepare_synthetic(out: Path, scenes: int = 8, frames: int = 32, size: int = 
         raise UsageError(f"--frames must be >= 1, got {frames}")
     if not fps > 0:
         raise UsageError(f"fps must be > 0, got {fps}")
-    if walk == "tour" and not 1 <= stops <= frames:
-        raise UsageError(f"--stops must be between 1 and --frames ({frames}), got {stops}")
-    cats = [c.name for c in resolve_categories(categories or (TOUR_CATEGORIES if walk == "tour" else None), instances)]
-    fov_deg = TOUR_FOV_DEG if walk == "tour" else FOV_DEG
+    names, fov_deg = walk_defaults(walk, categories, stops, frames)
+    cats = [c.name for c in resolve_categories(names, instances)]
     render_size = size + (size % 2)
     n_eval = int(round(scenes * eval_fraction))
     options = {"scenes": scenes, "frames": frames, "size": size, "render_size": render_size, "seed": seed,

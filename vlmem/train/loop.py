@@ -95,9 +95,6 @@ class FeatureCache:
         self.store: dict[str, torch.Tensor] = {}
         self.hits = self.misses = 0
 
-    def __contains__(self, video: str) -> bool:
-        return video in self.store
-
     def tokens(self, model, batch: dict, media=None) -> torch.Tensor:
         """Tokens [B, T, N, D] of the batch's videos. `media(rows)`: a batch with the frames (+ geometry)
         of those rows only, for a batch collated without them (the loop decodes only uncached videos)."""
