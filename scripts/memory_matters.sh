@@ -5,11 +5,12 @@
 #   2. a tiny base that sees all 16 sampled frames and learns to count (object presence +
 #      counting, frozen random tower; recipes/memory_matters/base.toml);
 #   3. the ablation: no memory / working / episodic / dual / Titans / Larimar with only the
-#      last frame in the LM's context, plus the all-frames upper bound, 3 seeds;
+#      last frame in the LM's context (3 seeds each), plus the all-frames upper bound (1 seed),
+#      two runs at a time, one core each;
 #   4. inspect-memory on one held-out video.
 # Re-running continues where it stopped (finished steps are skipped, runs resume).
-#   bash scripts/memory_matters.sh           # full: ~2 h on 2 CPU cores (21 runs x 2,000 steps)
-#   bash scripts/memory_matters.sh --quick   # smoke run, ~3.5 min: fewer scenes / steps, 1 seed
+#   bash scripts/memory_matters.sh           # full: see docs/results.md for the wall time (19 runs x 2,000 steps)
+#   bash scripts/memory_matters.sh --quick   # smoke run: fewer scenes / steps, 1 seed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ] && [ "${VLMEM_NO_VENV:-0}" != "1" ]; then . .venv/bin/activate; fi

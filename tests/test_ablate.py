@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from vlmem.cli import main
 from vlmem.recipe import shipped_recipes_dir
 
 
-def test_ablation_grid_runs_and_resumes(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ablation_grid_runs_and_resumes(tmp_path, monkeypatch, capsys, jobs):
     monkeypatch.chdir(tmp_path)
     assert main(["prepare-data", "synthetic", "--out", "data/synth", "--scenes", "4", "--frames", "8", "--size", "32"]) == 0
     recipe = tmp_path / "grid.toml"
@@ -36,7 +39,7 @@ frames = 4
 grid = {{ "model.memory.L_w" = [1, 2] }}
 seeds = [0, 1]
 ''')
-    assert main(["ablate", str(recipe)]) == 0
+    assert main(["ablate", str(recipe), "--jobs", str(jobs)]) == 0
     out = tmp_path / "runs/ablate/grid/full"
     rows = list(csv.DictReader((out / "ablation.csv").open()))
     assert [(r["variant"], r["seed"]) for r in rows] == [("L_w=1", "0"), ("L_w=1", "1"), ("L_w=2", "0"), ("L_w=2", "1")]
@@ -44,6 +47,9 @@ seeds = [0, 1]
     md = (out / "ablation.md").read_text()
     assert "L_w=2" in md and "Δ overall" in md
     assert (out / "ablation.png").stat().st_size > 0
+    for r in rows:  # every variant is an ordinary finished run
+        run = out / f"{r['variant']}_seed{r['seed']}"
+        assert (run / "checkpoints" / "last").exists() and (run / "eval" / "vsibench.json").is_file()
     capsys.readouterr()
     assert main(["ablate", str(recipe)]) == 0  # everything finished: all skipped
     assert capsys.readouterr().err.count("done, skipped") == 4
@@ -79,3 +85,26 @@ def test_score_of_averages_only_the_tasks_that_had_questions():
     overall, flat = _score_of(counting_only)
     assert overall == 73.0  # not the official 36.5, which counts the absent rel-direction task as 0
     assert flat == {"official_overall": 36.5, "object_counting": 73.0}
+
+
+def test_parallel_variant_failure_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """A variant failing in a worker process (here: no dataset) ends the command with the
+    worker's own error message and exit code, not a traceback from the process pool."""
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "nodata.toml"
+    recipe.write_text(f'base = "{shipped_recipes_dir() / "tiny/base.toml"}"\n[data]\nroot = "data/missing"\n'
+                      '[ablate]\ngrid = { "model.memory.L_w" = [1, 2] }\njobs = 2\n')
+    code = main(["ablate", str(recipe)])
+    err = capsys.readouterr().err
+    assert code in (1, 2)
+    assert "data/missing" in err and "Traceback" not in err
+    assert not (tmp_path / "runs/ablate/nodata/full/ablation.csv").exists()
+
+
+def test_parallel_jobs_get_their_own_gpu_only_when_there_is_one_each():
+    from vlmem.ablate import worker_env
+
+    assert worker_env(1, 2, 0, None) == {"VLMEM_NO_PROGRESS": "1"}  # CPU: share the cores
+    assert worker_env(1, 4, 2, None) == {"VLMEM_NO_PROGRESS": "1"}  # fewer GPUs than jobs: leave them shared
+    assert worker_env(1, 2, 2, None)["CUDA_VISIBLE_DEVICES"] == "1"
+    assert worker_env(1, 2, 2, "3,5")["CUDA_VISIBLE_DEVICES"] == "5"  # the slot-th of what the user made visible

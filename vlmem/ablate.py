@@ -59,35 +59,106 @@ def _score_of(result: dict) -> tuple[float | None, dict]:
 
 
 def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bool = False,
-                 max_eval_samples: int = 0) -> Path:
-    from vlmem.eval.generate import evaluate_run
-    from vlmem.train.checkpoint import last_checkpoint
-    from vlmem.train.loop import train
-
+                 max_eval_samples: int = 0, jobs: int = 0) -> Path:
+    """Train and evaluate every variant (`jobs` at a time; 0 = the recipe's `ablate.jobs`), then
+    write the tables. Rows keep the recipe's variant order whatever order the runs finish in."""
     base = load_recipe(recipe_path, overrides or [])
     variants = ablation_variants(base, recipe_path, quick=quick)  # all validated before anything trains
     out = ablation_dir(recipe_path, base) / ("quick" if quick else "full")
     out.mkdir(parents=True, exist_ok=True)
     benchmark = base.eval.benchmark
-    rows = []
+    jobs = min(jobs or base.ablate.jobs, len(variants))
+    todo = []
     for i, (label, variant) in enumerate(variants):
         run_dir = out / _slug(label)
         variant = apply_overrides(variant, {"run.output_dir": str(run_dir), "run.name": f"{base.run.name}-{_slug(label)}"},
                                   f"{recipe_path} [{label}]")
-        report = run_dir / "eval" / f"{benchmark}.json"
-        if report.is_file():
+        variants[i] = (label, variant)
+        if (run_dir / "eval" / f"{benchmark}.json").is_file():
             console.print(f"[{i + 1}/{len(variants)}] {label}: done, skipped")
         else:
+            todo.append((i, label, variant, run_dir))
+    if jobs <= 1:
+        for i, label, variant, run_dir in todo:
             console.print(f"[{i + 1}/{len(variants)}] {label}: training -> {run_dir}")
-            train(variant, resume=last_checkpoint(run_dir) is not None)  # a finished run resumes to a no-op
-            evaluate_run(run_dir, benchmark, max_samples=max_eval_samples)
-        result = json.loads(report.read_text())
-        overall, tasks = _score_of(result)
+            _train_and_evaluate(variant, run_dir, benchmark, max_eval_samples)
+    else:
+        _run_parallel(todo, len(variants), jobs, benchmark, max_eval_samples)
+    rows = []
+    for label, variant in variants:
+        run_dir = Path(variant.run.output_dir)
+        overall, tasks = _score_of(json.loads((run_dir / "eval" / f"{benchmark}.json").read_text()))
         name, _, seed = label.partition("/seed")
         rows.append({"variant": name, "seed": int(seed) if seed else variant.run.seed, "overall": overall, **tasks,
                      "minutes": _train_minutes(run_dir)})
     write_tables(rows, out)
     return out
+
+
+def _train_and_evaluate(variant: Recipe, run_dir: Path, benchmark: str, max_eval_samples: int) -> None:
+    from vlmem.eval.generate import evaluate_run
+    from vlmem.train.checkpoint import last_checkpoint
+    from vlmem.train.loop import train
+
+    train(variant, resume=last_checkpoint(run_dir) is not None)  # a finished run resumes to a no-op
+    evaluate_run(run_dir, benchmark, max_samples=max_eval_samples)
+
+
+def worker_env(slot: int, jobs: int, gpus: int, visible: str | None) -> dict[str, str]:
+    """Environment of parallel job `slot`: no progress bars (they would interleave) and, when
+    there is a GPU per job, its own device (the `slot`-th of CUDA_VISIBLE_DEVICES if set)."""
+    env = {"VLMEM_NO_PROGRESS": "1"}
+    if gpus >= jobs:
+        devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = devices[slot]
+    return env
+
+
+def _init_worker(slots, jobs: int, gpus: int, threads: int) -> None:
+    env = worker_env(slots.get(), jobs, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    os.environ.update(env)  # before anything initialises CUDA in this process
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_parallel(todo: list, total: int, jobs: int, benchmark: str, max_eval_samples: int) -> None:
+    """`jobs` variants at once in spawned processes (a fork of a process that has run torch can
+    deadlock), each with its share of the CPU cores, and its own GPU when there is one per job.
+    A failed variant does not stop the others; the first failure is raised at the end, and
+    re-running the command resumes what did not finish."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    gpus = torch.cuda.device_count()
+    console.print(f"running {len(todo)} variants, {jobs} at a time, {threads} thread(s) each"
+                  + (", one GPU each" if gpus >= jobs else ""))
+    failures: list[tuple[str, BaseException]] = []
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(slots, jobs, gpus, threads)) as pool:
+        pending = {}
+        for i, label, variant, run_dir in todo:
+            console.print(f"[{i + 1}/{total}] {label}: queued -> {run_dir}")
+            pending[pool.submit(_train_and_evaluate, variant, run_dir, benchmark, max_eval_samples)] = label
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                label = pending.pop(future)
+                if future.exception() is None:
+                    console.print(f"{label}: done")
+                else:
+                    console.print(f"[red]{label}: failed: {future.exception()}[/red]")
+                    failures.append((label, future.exception()))
+    if failures:
+        raise failures[0][1]
 
 
 def _train_minutes(run_dir: Path) -> float | None:

@@ -215,6 +215,8 @@ def ablate_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's \\[ablate.quick] overrides (fewer "
                                                         "steps / samples) for a fast check.")] = False,
     max_eval_samples: MaxSamplesOpt = 0,
+    jobs: Annotated[int, typer.Option("--jobs", min=0, help="Variants trained at once, each in its own process "
+                                      "(0 = the recipe's ablate.jobs).")] = 0,
 ) -> None:
     """Train and evaluate every variant of an ablation grid; write ablation.csv, ablation.md and a plot.
 
@@ -225,10 +227,12 @@ def ablate_cmd(
       vlmem ablate recipes/ablate/memory_components.toml --quick
 
       vlmem ablate recipes/ablate/memory_sizes.toml --set train.max_steps=100
+
+      vlmem ablate recipes/ablate/memory_matters.toml --jobs 2    # two variants at once, one core each
     """
     from vlmem.ablate import run_ablation
 
-    out = run_ablation(recipe, set_ or [], quick=quick, max_eval_samples=max_eval_samples)
+    out = run_ablation(recipe, set_ or [], quick=quick, max_eval_samples=max_eval_samples, jobs=jobs)
     console.print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.md'}, {out / 'ablation.png'}")
 
 

@@ -203,3 +203,19 @@ def test_state_scan_does_not_mutate_callers_state():
         a, _ = mem.scan(h, st)
         b, _ = mem.scan(h, st)
     assert all(torch.equal(before[k], v) for k, v in st.items()) and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.9])
+def test_gate_init_sets_the_starting_gate(p):
+    """gate_init = p starts the working branch's share g near p (default init: near 1/2)."""
+    h = torch.randn(4, 6, N, D)
+
+    def mean_gate(mem):
+        with torch.no_grad():
+            _, st = mem.scan(h, mem.init_state(4))
+        return float(st.g_sum.mean() / 6)
+
+    assert abs(mean_gate(make(gate_init=p)) - p) < 0.1
+    assert abs(mean_gate(make()) - 0.5) < 0.15
+    with pytest.raises(UsageError, match="gate_init"):
+        make(gate_init=1.0)

@@ -109,3 +109,16 @@ def test_no_recipe_key_imports_a_dotted_path():
     """Components are enums: a dotted path is rejected, never imported."""
     with pytest.raises(ConfigError, match="valid choices"):
         load_recipe("tiny/base", ['model.memory.kind="os.system"'])
+
+
+def test_a_named_variant_can_run_fewer_seeds(tmp_path):
+    path = _write(tmp_path, "ab.toml", '[ablate]\nseeds = [0, 1, 2]\nquick = { "ablate.seeds" = [5] }\n'
+                  '[ablate.variants]\nmain = {}\nbound = { "model.context_frames" = 0, "ablate.seeds" = [0] }\n')
+    recipe = load_recipe(path)
+    labels = [label for label, _ in ablation_variants(recipe, str(path))]
+    assert labels == ["main/seed0", "main/seed1", "main/seed2", "bound/seed0"]
+    assert [label for label, _ in ablation_variants(recipe, str(path), quick=True)] == ["main", "bound"]
+    assert [v.run.seed for _, v in ablation_variants(recipe, str(path), quick=True)] == [5, 5]
+    bad = _write(tmp_path, "bad.toml", '[ablate]\nseeds = [0, 1]\n[ablate.variants]\nx = { "ablate.seeds" = 3 }\n')
+    with pytest.raises(ConfigError, match=r"ablate.variants.x.*non-empty list of integers"):
+        ablation_variants(load_recipe(bad), str(bad))

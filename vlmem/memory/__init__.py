@@ -26,7 +26,7 @@ __all__ = ["Memory", "MemoryState", "DualMemory", "WorkingMemory", "EpisodicMemo
 
 _DEFAULTS = dict(num_heads=8, L_w=8, L_e=32, dropout=0.1, episodic_stores="fused", use_salience_gate=False,
                  salience_threshold=0.5, titans_heads=4, titans_update="simple", titans_decay=0.95,
-                 titans_momentum=0.9, titans_lr=0.1, larimar_slots=32, larimar_noise=0.1, larimar_kl_weight=0.1)
+                 titans_momentum=0.9, titans_lr=0.1, larimar_slots=32, larimar_noise=0.1, larimar_kl_weight=0.1, gate_init=None)
 
 
 def build_memory(cfg, dim: int) -> Memory:
@@ -38,7 +38,7 @@ def build_memory(cfg, dim: int) -> Memory:
         raise ConfigError(f"model.memory.kind={kind!r} is unknown; valid choices: {', '.join(MEMORY_KINDS)}")
     if kind == "dual":
         return DualMemory(dim, c["num_heads"], c["L_w"], c["L_e"], c["dropout"], c["episodic_stores"],
-                          c["use_salience_gate"], c["salience_threshold"])
+                          c["use_salience_gate"], c["salience_threshold"], gate_init=c["gate_init"])
     if kind == "working":
         return WorkingMemory(dim, c["num_heads"], c["L_w"], c["dropout"])
     if kind == "episodic":

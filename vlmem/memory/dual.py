@@ -12,6 +12,8 @@ The residual H_t + M_t, if any, belongs to the model.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -26,7 +28,7 @@ EPISODIC_STORES = ("fused", "input")
 class DualMemory(Memory):
     def __init__(self, dim: int, num_heads: int = 8, L_w: int = 8, L_e: int = 32, dropout: float = 0.1,
                  episodic_stores: str = "fused", use_salience_gate: bool = False, salience_threshold: float = 0.5,
-                 tokens_per_frame: int | None = None):
+                 tokens_per_frame: int | None = None, gate_init: float | None = None):
         super().__init__()
         check_heads(dim, num_heads, "num_heads")
         if episodic_stores not in EPISODIC_STORES:
@@ -39,6 +41,10 @@ class DualMemory(Memory):
         self.working_attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.episodic_attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.memory_fusion_mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        if gate_init is not None:  # start g near gate_init (the working branch's share); None = PyTorch's init, g ~ 1/2
+            if not 0.0 < gate_init < 1.0:
+                raise ConfigError(f"model.memory.gate_init={gate_init} must be strictly between 0 and 1")
+            nn.init.constant_(self.memory_fusion_mlp[-1].bias, math.log(gate_init / (1.0 - gate_init)))
         self.salience_gate = SalienceGate(dim, salience_threshold) if use_salience_gate else None
 
     def init_state(self, batch_size, device=None, dtype=None, tokens_per_frame=None) -> MemoryState:

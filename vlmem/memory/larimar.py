@@ -60,10 +60,11 @@ class LarimarMemory(Memory):
         w = self.address(z.float(), state.M)
         return w @ state.M, w
 
-    def write_codes(self, z: torch.Tensor, state: MemoryState) -> MemoryState:
+    def write_codes(self, z: torch.Tensor, state: MemoryState, w: torch.Tensor | None = None) -> MemoryState:
+        """`w`: the addresses of z in state.M when the caller has them (a read of the same z just now)."""
         z = z.float()
         M, U = state.M, state.U
-        w = self.address(z, M)
+        w = self.address(z, M) if w is None else w
         delta = z - w @ M
         sc = w @ U  # [B, n, K]
         sz = sc @ w.transpose(1, 2) + (self.noise ** 2) * torch.eye(z.shape[1], device=z.device)
@@ -85,7 +86,7 @@ class LarimarMemory(Memory):
         z = self.encoder(h)
         z_read, w = self.read_codes(z, state)
         m = self.out_proj(z_read.to(h.dtype))
-        new = self.write_codes(z, state).replace(t=state.t + 1)
+        new = self.write_codes(z, state, w).replace(t=state.t + 1)  # reads before writes: same addresses
         info = None
         if return_info:
             info = dict(kl=new.kl.detach(), slot_usage=self.slot_usage(new), utilisation=self.utilisation(new),

@@ -317,12 +317,20 @@ def ablation_variants(recipe: Recipe, where: str = "recipe", quick: bool = False
     problems: list[str] = []
     quick_overrides = dict(ab.quick) if quick else {}
     seeds = ab.seeds if (ab.grid or ab.variants) else [recipe.run.seed]
-    if "ablate.seeds" in quick_overrides:  # --quick may run fewer seeds
+    quick_seeds = "ablate.seeds" in quick_overrides
+    if quick_seeds:  # --quick may run fewer seeds
         seeds = list(quick_overrides.pop("ablate.seeds"))
+    many_seeds = len(seeds) > 1
     for name, overrides in points:
-        for seed in seeds:
+        # a named variant may run fewer seeds ("ablate.seeds" = [0], e.g. an expensive upper
+        # bound); --quick's seeds win; labels keep "/seed<k>" whenever the ablation has several
+        own = overrides.pop("ablate.seeds", None)
+        if own is not None and not (isinstance(own, list) and own and all(isinstance(x, int) for x in own)):
+            problems.append(f"ablate.variants.{name}: \"ablate.seeds\" = {own!r} must be a non-empty list of integers")
+            continue
+        for seed in seeds if own is None or quick_seeds else own:
             full = {**quick_overrides, **overrides, "run.seed": seed}
-            label = name if len(seeds) == 1 else f"{name}/seed{seed}"
+            label = f"{name}/seed{seed}" if many_seeds else name
             try:
                 variant = apply_overrides(recipe, full, f"{where} [ablate variant {label}]")
             except ConfigError as exc:

@@ -84,6 +84,9 @@ class MemoryConfig(Section):
     L_e: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     episodic_stores: Literal["fused", "input"] = "fused"
+    # dual: initial mean of the gate g (the working branch's share, M = g*M_w + (1-g)*M_e);
+    # unset = PyTorch's default init (g ~ 1/2), docs/memory.md
+    gate_init: float | None = Field(None, gt=0.0, lt=1.0)
     use_salience_gate: bool = False
     salience_threshold: float = Field(0.5, ge=0.0, le=1.0)
     titans_heads: int = Field(4, ge=1)
@@ -209,6 +212,9 @@ class AblateConfig(Section):
     variants: dict[str, dict[str, Any]] = {}
     seeds: list[int] = [0]
     quick: dict[str, Any] = {}  # overrides applied to every variant with --quick
+    # variants trained at once, each in its own process with cores // jobs threads (docs/ablate.md);
+    # 1 = one after another in this process
+    jobs: int = Field(1, ge=1)
 
 
 class Recipe(Section):
