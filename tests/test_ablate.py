@@ -108,3 +108,37 @@ def test_parallel_jobs_get_their_own_gpu_only_when_there_is_one_each():
     assert worker_env(1, 4, 2, None) == {"VLMEM_NO_PROGRESS": "1"}  # fewer GPUs than jobs: leave them shared
     assert worker_env(1, 2, 2, None)["CUDA_VISIBLE_DEVICES"] == "1"
     assert worker_env(1, 2, 2, "3,5")["CUDA_VISIBLE_DEVICES"] == "5"  # the slot-th of what the user made visible
+
+
+def test_interrupted_parallel_ablation_starts_no_queued_variant(tmp_path):
+    """^C (SIGINT to the terminal's process group) during `--jobs 2`: exit 130 promptly, the two
+    running variants stop, and the queued ones never start (re-running resumes them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    assert main(["prepare-data", "synthetic", "--out", str(tmp_path / "data"), "--scenes", "4", "--frames", "8",
+                 "--size", "32"]) == 0
+    recipe = tmp_path / "slow.toml"
+    recipe.write_text(f'base = "{shipped_recipes_dir() / "tiny/base.toml"}"\n[data]\nroot = "data"\nframes = 4\n'
+                      '[model.vision]\nimage_size = 32\n[train]\nmax_steps = 100000\nbatch_size = 2\nsave_every = 0\n'
+                      '[ablate]\ngrid = { "model.memory.L_w" = [1, 2, 3, 4] }\n')
+    env = {**os.environ, "VLMEM_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vlmem", "ablate", str(recipe), "--jobs", "2"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    out = tmp_path / "runs/ablate/tiny-base/full"
+    deadline = time.monotonic() + 120
+    while not any(out.glob("*/metrics.jsonl")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert any(out.glob("*/metrics.jsonl")), proc.communicate()[1].decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+    started = {p.name for p in out.iterdir() if p.is_dir()}
+    assert started <= {"L_w=1", "L_w=2"}, started

@@ -114,51 +114,105 @@ def worker_env(slot: int, jobs: int, gpus: int, visible: str | None) -> dict[str
     return env
 
 
-def _init_worker(slots, jobs: int, gpus: int, threads: int) -> None:
-    env = worker_env(slots.get(), jobs, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    os.environ.update(env)  # before anything initialises CUDA in this process
+def _worker(slot: int, jobs: int, gpus: int, threads: int, variant: Recipe, run_dir: Path, benchmark: str,
+            max_eval_samples: int, results) -> None:
+    """One variant in a fresh process; reports (run_dir, exit code, message) on `results`."""
+    import traceback
+
+    from vlmem.errors import EXIT_INTERRUPTED, VlmemError
+
+    os.environ.update(worker_env(slot, jobs, gpus, os.environ.get("CUDA_VISIBLE_DEVICES")))  # before CUDA starts
     import torch
 
     torch.set_num_threads(threads)
+    try:
+        _train_and_evaluate(variant, run_dir, benchmark, max_eval_samples)
+        results.put((str(run_dir), 0, ""))
+    except KeyboardInterrupt:
+        results.put((str(run_dir), EXIT_INTERRUPTED, "interrupted"))
+    except VlmemError as exc:
+        results.put((str(run_dir), exc.exit_code, str(exc)))
+    except BaseException:  # a bug: hand the traceback on
+        results.put((str(run_dir), 1, traceback.format_exc()))
 
 
 def _run_parallel(todo: list, total: int, jobs: int, benchmark: str, max_eval_samples: int) -> None:
-    """`jobs` variants at once in spawned processes (a fork of a process that has run torch can
-    deadlock), each with its share of the CPU cores, and its own GPU when there is one per job.
-    A failed variant does not stop the others; the first failure is raised at the end, and
-    re-running the command resumes what did not finish."""
+    """`jobs` variants at once, each in a fresh spawned process (a fork of a process that has run
+    torch can deadlock) with its share of the CPU cores, and its own GPU when there is one per
+    job. A failed variant does not stop the others; the first failure is raised at the end.
+    On ^C the running variants get the signal too and stop; no queued variant starts, and
+    re-running the command resumes them."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import queue as queue_lib
 
     import torch
+
+    from vlmem.errors import VlmemError
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
     gpus = torch.cuda.device_count()
     console.print(f"running {len(todo)} variants, {jobs} at a time, {threads} thread(s) each"
                   + (", one GPU each" if gpus >= jobs else ""))
-    failures: list[tuple[str, BaseException]] = []
     context = multiprocessing.get_context("spawn")
-    slots = context.Queue()
-    for slot in range(jobs):
-        slots.put(slot)
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(slots, jobs, gpus, threads)) as pool:
-        pending = {}
-        for i, label, variant, run_dir in todo:
-            console.print(f"[{i + 1}/{total}] {label}: queued -> {run_dir}")
-            pending[pool.submit(_train_and_evaluate, variant, run_dir, benchmark, max_eval_samples)] = label
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                label = pending.pop(future)
-                if future.exception() is None:
-                    console.print(f"{label}: done")
-                else:
-                    console.print(f"[red]{label}: failed: {future.exception()}[/red]")
-                    failures.append((label, future.exception()))
+    results = context.Queue()
+    waiting = list(todo)
+    running: dict[str, tuple] = {}  # run_dir -> (process, label, slot)
+    free = list(range(jobs))
+    failures: list[tuple[str, int, str]] = []
+
+    def finish(key: str, code: int, message: str) -> None:
+        process, label, slot = running.pop(key)
+        process.join()
+        free.append(slot)
+        if code == 0:
+            console.print(f"{label}: done")
+        else:
+            console.print(f"[red]{label}: failed[/red]")
+            failures.append((label, code, message))
+
+    try:
+        while waiting or running:
+            while waiting and free and not _interrupted(failures):
+                i, label, variant, run_dir = waiting.pop(0)
+                slot = free.pop(0)
+                process = context.Process(target=_worker, args=(slot, jobs, gpus, threads, variant, run_dir, benchmark,
+                                                                max_eval_samples, results), name=f"vlmem-{label}")
+                process.start()
+                running[str(run_dir)] = (process, label, slot)
+                console.print(f"[{i + 1}/{total}] {label}: training -> {run_dir}")
+            if not running:
+                break
+            try:
+                finish(*results.get(timeout=1.0))
+            except queue_lib.Empty:  # a worker killed from outside (OOM) never reports
+                for key, (process, _, _) in list(running.items()):
+                    if not process.is_alive():
+                        try:  # it may have reported just before exiting
+                            finish(*results.get(timeout=1.0))
+                        except queue_lib.Empty:
+                            finish(key, 1, f"the worker process died (exit code {process.exitcode})")
+                        break
+    except BaseException:  # ^C: the workers got SIGINT too; give them a moment, then stop them
+        for process, _, _ in running.values():
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+        raise
     if failures:
-        raise failures[0][1]
+        label, code, message = failures[0]
+        if code == 130:
+            raise KeyboardInterrupt
+        if code == 1 and message.startswith("Traceback"):
+            console.print(message)
+            raise RuntimeError(f"ablation variant {label} crashed (traceback above)")
+        error = VlmemError(message)
+        error.exit_code = code
+        raise error
+
+
+def _interrupted(failures: list[tuple[str, int, str]]) -> bool:
+    return any(code == 130 for _, code, _ in failures)
 
 
 def _train_minutes(run_dir: Path) -> float | None:
