@@ -204,7 +204,7 @@ def _run_parallel(todo: list, total: int, jobs: int, benchmark: str, max_eval_sa
         if code == 130:
             raise KeyboardInterrupt
         if code == 1 and message.startswith("Traceback"):
-            console.print(message)
+            console.print(message, markup=False, highlight=False)  # a traceback's [brackets] are not markup
             raise RuntimeError(f"ablation variant {label} crashed (traceback above)")
         error = VlmemError(message)
         error.exit_code = code
