@@ -78,7 +78,7 @@ def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bo
             console.print(f"[{i + 1}/{len(variants)}] {label}: done, skipped")
         else:
             todo.append((i, label, variant, run_dir))
-    if jobs <= 1:
+    if jobs <= 1 or len(todo) <= 1:  # one at a time here: no process to spawn
         for i, label, variant, run_dir in todo:
             console.print(f"[{i + 1}/{len(variants)}] {label}: training -> {run_dir}")
             _train_and_evaluate(variant, run_dir, benchmark, max_eval_samples)
