@@ -212,7 +212,7 @@ class AblateConfig(Section):
     variants: dict[str, dict[str, Any]] = {}
     seeds: list[int] = [0]
     quick: dict[str, Any] = {}  # overrides applied to every variant with --quick
-    # variants trained at once, each in its own process with cores // jobs threads (docs/ablate.md);
+    # variants trained at once, each in its own process with cores // jobs threads (docs/ablation.md);
     # 1 = one after another in this process
     jobs: int = Field(1, ge=1)
 
