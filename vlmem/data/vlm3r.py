@@ -23,6 +23,7 @@ from vlmem.data.vsibench import link_or_copy, video_info
 from vlmem.data.writer import DatasetWriter
 from vlmem.errors import DataError, UsageError
 from vlmem.progress import progress_bar
+from vlmem.safepaths import unsafe_fields
 
 SOURCE = "vlm3r"
 PRE_PROMPTS = ("These are frames of a video.",)
@@ -146,6 +147,10 @@ def prepare_vlm3r(json_path: Path, videos: Path, out: Path, overwrite: bool = Fa
             item = f"record {rid}"
             if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
                 w.skip(item, f"{json_path}: record {i} has no conversations list")
+                continue
+            unsafe = unsafe_fields(rec, ("scene_name", "data_source"), ("video",), f"{json_path}: {item}")
+            if unsafe:
+                w.skip(item, unsafe)
                 continue
             src = _find_video(rec, videos)
             if src is None:

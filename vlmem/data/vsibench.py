@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from vlmem.data.writer import DatasetWriter
 from vlmem.errors import DataError, UsageError
 from vlmem.progress import progress_bar
+from vlmem.safepaths import unsafe_fields
 
 SOURCE = "vsibench"
 VSI_COLUMNS = ("id", "dataset", "scene_name", "question_type", "question", "options", "ground_truth")
@@ -95,6 +96,11 @@ def prepare_vsibench(parquet: Path, videos: Path, out: Path, overwrite: bool = F
         task = bar.add_task("vsibench questions", total=len(rows))
         for r in rows:
             key = (str(r["dataset"]), str(r["scene_name"]))
+            unsafe = unsafe_fields(r, ("dataset", "scene_name"), (), f"{parquet}: question {r['id']}")
+            if unsafe:
+                w.skip(f"question {r['id']}", unsafe)
+                bar.advance(task)
+                continue
             if key not in linked:
                 src = videos / key[0] / f"{key[1]}.mp4"
                 if not src.is_file():

@@ -27,6 +27,7 @@ from vlmem.data.scene import Scene
 from vlmem.data.writer import DatasetWriter
 from vlmem.errors import DataError, UsageError
 from vlmem.progress import progress_bar
+from vlmem.safepaths import unsafe_fields
 
 SOURCE = "vsibench-meta"
 KNOWN_DATASETS = ("scannetpp", "scannet", "arkitscenes")  # scannetpp before scannet (prefix match)
@@ -107,6 +108,10 @@ def load_vsibench_meta(path: Path) -> tuple[list[Scene], list[tuple[str, str]], 
         item = f"{path.name}:{name}"
         if not isinstance(entry, dict):
             skipped.append((item, "entry is not a JSON object"))
+            continue
+        unsafe = unsafe_fields({"scene": name, "dataset": entry.get("dataset")}, ("scene", "dataset"), (), str(path))
+        if unsafe:
+            skipped.append((item, unsafe))
             continue
         entry, exclude, scene_notes = reconcile_counts(name, entry)
         try:

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmem.data.scene import Scene
-from vlmem.errors import DataError, UsageError
+from vlmem.errors import DataError
+from vlmem.safepaths import check_replaceable, mark_owned, remove_stale_temps, safe_child, safe_name
 
 CONVERTER_VERSION = 1
 ANSWER_KINDS = ("mc", "numeric", "open")
@@ -76,10 +77,9 @@ class DatasetWriter:
         self.out = Path(out)
         self.source = source
         self.options = dict(options or {})
-        if self.out.exists() and not overwrite:
-            raise UsageError(f"{self.out} already exists: pass --overwrite to replace it, or choose another --out")
-        if self.out.exists() and not (self.out / "manifest.json").exists() and any(self.out.iterdir()):
-            raise UsageError(f"{self.out} exists and is not a vlmem dataset (no manifest.json): refusing to replace it")
+        # datasets written before marker files existed are recognised by their manifest.json
+        check_replaceable(self.out, "dataset", overwrite, legacy=lambda folder: (folder / "manifest.json").is_file())
+        remove_stale_temps(self.out)
         self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
         self.rows: list[dict] = []
         self.skipped: list[dict] = []
@@ -100,23 +100,23 @@ class DatasetWriter:
     # -- paths ---------------------------------------------------------------
     def path(self, relative: str) -> Path:
         """Absolute path inside the (temporary) dataset folder; parents created."""
-        p = self.tmp / relative
+        p = safe_child(self.tmp, relative, what="output path")
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
     @staticmethod
     def video_relpath(scene_name: str, ext: str = "mp4") -> str:
-        return f"videos/{scene_name}.{ext}"
+        return f"videos/{safe_name(scene_name, what='video name')}.{ext}"
 
     # -- content -------------------------------------------------------------
     def write_scene(self, scene: Scene) -> None:
-        scene.save_json(self.path(f"scenes/{scene.name}.json"))
+        scene.save_json(self.path(f"scenes/{safe_name(scene.name, what='scene name')}.json"))
         self.scenes.append(scene.name)
 
     def write_geometry(self, scene_name: str, tensors: dict[str, np.ndarray]) -> str:
         from safetensors.numpy import save_file
 
-        rel = f"geometry/{scene_name}.safetensors"
+        rel = f"geometry/{safe_name(scene_name, what='scene name')}.safetensors"
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(self.path(rel)))
         return rel
 
@@ -155,6 +155,7 @@ class DatasetWriter:
             **(extra or {}),
         }
         write_json_atomic(manifest, self.tmp / "manifest.json")
+        mark_owned(self.tmp, "dataset")
         old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
         if self.out.exists():
             os.replace(self.out, old)
