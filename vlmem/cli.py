@@ -6,6 +6,7 @@ Errors: a `VlmemError` prints one message and exits with its code (1 runtime,
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -51,6 +52,15 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Output dataset folder.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset folder.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (question sampling, synthetic scenes).")]
 FramesOpt = Annotated[int, typer.Option("--frames", help="Frames sampled uniformly from each video.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Let the run folder's recipe.lock.toml enable "
+                                        "trust_remote_code / load a model stored inside the run (runs its Python "
+                                        "code; off by default, see docs/security.md).")]
+
+
+def _trust(on: bool) -> None:
+    from vlmem.trust import allow_run_code
+
+    allow_run_code(on, err_console)
 
 
 @app.callback()
@@ -127,6 +137,9 @@ def train_cmd(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from checkpoints/last.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print trainable/total parameters per component and exit.")] = False,
+    check_all_videos: Annotated[bool, typer.Option("--check-all-videos", help="Before training, decode a frame of "
+                                                   "every video (default: as many as ~20 s allows).")] = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Train a recipe (one process here, or many under `accelerate launch -m vlmem train ...`).
 
@@ -137,14 +150,23 @@ def train_cmd(
       vlmem train recipes/tiny/phase1.toml --phase 2
 
       vlmem train recipes/tiny/phase1.toml --resume --set train.max_steps=400
+
+      vlmem train copied/run/recipe.lock.toml --resume    # a moved or copied run, resumed where it is
     """
     from vlmem.recipe import load_recipe
     from vlmem.recipe.load import phase_overrides
     from vlmem.train.loop import train
+    from vlmem.train.resume import lock_run_dir, lock_run_overrides
 
-    overrides = phase_overrides(recipe, phase, set_ or [])
+    _trust(trust_remote_code)
+    overrides = phase_overrides(recipe, phase, set_ or []) + lock_run_overrides(recipe, resume, set_ or [])
     r = load_recipe(recipe, overrides)
-    train(r, resume=resume, dry_run=dry_run, overrides=tuple(overrides))
+    run_of_lock = lock_run_dir(recipe)
+    if run_of_lock is not None:  # a recipe.lock.toml is read from a run folder: the same trust rules as eval
+        from vlmem.trust import check_run_recipe
+
+        check_run_recipe(r, run_of_lock / "recipe.lock.toml", run_of_lock)
+    train(r, resume=resume, dry_run=dry_run, overrides=tuple(overrides), all_videos=check_all_videos)
 
 
 # -- eval -----------------------------------------------------------------------
@@ -158,13 +180,15 @@ MaxSamplesOpt = Annotated[int, typer.Option("--max-samples", help="Evaluate only
 
 
 def _eval(benchmark: str, run: Path | None, predictions: Path | None, data: Path | None, out: Path | None,
-          frames: int, max_samples: int) -> None:
+          frames: int, max_samples: int, trust_remote_code: bool = False) -> None:
+    _trust(trust_remote_code)
     if (run is None) == (predictions is None):
         raise _Invalid("give exactly one of --run RUN (generate answers) or --predictions FILE (score a file)")
     if predictions is not None:
         from vlmem.eval.report import score_predictions_file
 
-        result = score_predictions_file(predictions, benchmark, out or predictions.parent, console=console)
+        result = score_predictions_file(predictions, benchmark, out or predictions.parent, console=console,
+                                        data=data)
     else:
         from vlmem.eval.generate import evaluate_run
 
@@ -175,7 +199,8 @@ def _eval(benchmark: str, run: Path | None, predictions: Path | None, data: Path
 
 @eval_app.command("vsibench")
 def eval_vsibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
-                      frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0) -> None:
+                      frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0,
+                      trust_remote_code: TrustOpt = False) -> None:
     """VSI-Bench: official prompts, greedy answers (16 tokens), official scoring (MC accuracy, MRA), x100.
 
     Examples:
@@ -184,27 +209,29 @@ def eval_vsibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: Dat
 
       vlmem eval vsibench --predictions preds.jsonl --out reports/
     """
-    _eval("vsibench", run, predictions, data, out, frames, max_samples)
+    _eval("vsibench", run, predictions, data, out, frames, max_samples, trust_remote_code)
 
 
 @eval_app.command("vstibench")
 def eval_vstibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
-                       frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0) -> None:
+                       frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0,
+                       trust_remote_code: TrustOpt = False) -> None:
     """VSTI-Bench (VLM-3R's camera/temporal benchmark): MC accuracy + MRA, plain mean over 10 types.
 
     Example: vlmem eval vstibench --run runs/tiny-phase1
     """
-    _eval("vstibench", run, predictions, data, out, frames, max_samples)
+    _eval("vstibench", run, predictions, data, out, frames, max_samples, trust_remote_code)
 
 
 @eval_app.command("qa")
 def eval_qa_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
-                frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0) -> None:
+                frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0,
+                trust_remote_code: TrustOpt = False) -> None:
     """Open QA (PixMo style): exact match and token F1 with SQuAD normalisation.
 
     Example: vlmem eval qa --run runs/trm
     """
-    _eval("qa", run, predictions, data, out, frames, max_samples)
+    _eval("qa", run, predictions, data, out, frames, max_samples, trust_remote_code)
 
 
 # -- ablate -----------------------------------------------------------------------
@@ -243,6 +270,7 @@ def inspect_memory_cmd(
     data: DataOpt = None,
     frames: EvalFramesOpt = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN/inspect/<scene>).")] = None,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Replay one video through a trained model: per-frame slot contents, writes, gate, attention -> trace.json + PNGs.
 
@@ -250,6 +278,7 @@ def inspect_memory_cmd(
     """
     from vlmem.inspect import inspect_memory
 
+    _trust(trust_remote_code)
     result = inspect_memory(run, video, data=data, frames=frames, out=out, console=console)
     console.print(f"wrote {', '.join(str(p) for p in result['files'])}")
 
@@ -261,7 +290,9 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder to write.")],
     merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Merge LoRA adapters into the LM weights.")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32 | bf16 | fp16 for the saved weights.")] = "fp32",
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier `vlmem export` output "
+                                            "(never any other folder).")] = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Write safetensors weights, config, tokenizer, recipe lock and a model card, loadable by eval/inspect-memory.
 
@@ -269,6 +300,7 @@ def export_cmd(
     """
     from vlmem.export import export_run
 
+    _trust(trust_remote_code)
     path = export_run(run, out, merge_lora=merge_lora, dtype=dtype, overwrite=overwrite)
     console.print(f"exported {run} -> {path}")
 
@@ -470,14 +502,32 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
         return exit_code_for(exc)
-    except Exception as exc:  # a bug, not a user mistake: say so, keep the traceback one flag away
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            return _internal_error(exc)
         if _state["debug"]:
             traceback.print_exc()
-        else:
-            err_console.print(Text.assemble(("internal error: ", "bold red"), f"{type(exc).__name__}: {exc}\n"
-                              "(run with --debug for the traceback, and please report it)"), highlight=False)
+        where = exc.filename or "a file"
+        err_console.print(Text.assemble(("error: ", "bold red"), f"cannot write {where}: {exc.strerror} (disk full, "
+                          "read-only or not permitted): free some space or choose a folder you can write to"),
+                          highlight=False, soft_wrap=True)
         return exit_code_for(exc)
+    except Exception as exc:  # a bug, not a user mistake: say so, keep the traceback one flag away
+        return _internal_error(exc)
     return 0
+
+
+# full disk, read-only or not-permitted folder: the user's environment, not a bug
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _internal_error(exc: BaseException) -> int:
+    if _state["debug"]:
+        traceback.print_exc()
+    else:
+        err_console.print(Text.assemble(("internal error: ", "bold red"), f"{type(exc).__name__}: {exc}\n"
+                          "(run with --debug for the traceback, and please report it)"), highlight=False)
+    return exit_code_for(exc)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from vlmem.errors import UsageError
+from vlmem.safepaths import check_replaceable, mark_owned
 from vlmem.train.checkpoint import MODEL_FILE, model_state, resolve_model_dir
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -29,8 +30,7 @@ def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp3
     run, out = Path(run), Path(out)
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if out.exists() and not overwrite:
-        raise UsageError(f"{out} already exists: pass --overwrite or choose another --out")
+    check_export_out(run, out, overwrite)
     recipe, model, tokenizer = load_trained(run)
     model_dir = resolve_model_dir(run)
     config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -66,6 +66,7 @@ def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp3
                     "keys": len(state)}
         (tmp / "config.json").write_text(json.dumps(exported, indent=2))
         (tmp / "README.md").write_text(model_card(recipe, run, exported, state))
+        mark_owned(tmp, "export")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -122,3 +123,14 @@ def _decoder_line(m) -> str:
     trm = f", n={d.trm_n}, T={d.trm_T}, deep supervision {d.deep_supervision}, halting={d.halting}" if d.kind == "trm" else ""
     return (f"- decoder: {d.kind} (hidden {d.hidden_size}, {d.num_layers} layers{trm}; resampler "
             f"{d.resampler_latents or 'off'}, vision={'on' if d.use_vision else 'off'}, trained from scratch; no HF LM)")
+
+
+def check_export_out(run: Path, out: Path, overwrite: bool) -> None:
+    """--out must be new, empty, or (with --overwrite) an earlier export; never the run, above it or inside it."""
+    def legacy_export(folder: Path) -> bool:  # exports written before marker files: config.json says so
+        try:
+            return "exported_from" in json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError, TypeError):
+            return False
+
+    check_replaceable(out, "export", overwrite, legacy=legacy_export, protect=(run,))

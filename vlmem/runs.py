@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tomllib
 
-from vlmem.errors import CheckpointError
+from vlmem.errors import CheckpointError, UsageError
 from vlmem.recipe.load import build_recipe
 
 
@@ -17,9 +17,23 @@ def load_run_recipe(path: Path):
     if not lock.is_file():
         raise CheckpointError(f"{path}: no recipe.lock.toml (expected a run folder written by `vlmem train` or a folder "
                               "written by `vlmem export`)")
-    data = tomllib.loads(lock.read_text())
+    data = read_lock_toml(lock)
     data.pop("lock", None)
-    return build_recipe(data, str(lock))
+    recipe = build_recipe(data, str(lock))
+    from vlmem.trust import check_run_recipe
+
+    check_run_recipe(recipe, lock, path)
+    return recipe
+
+
+def read_lock_toml(lock: Path) -> dict:
+    """A recipe.lock.toml as a dict, with a clear error for a damaged or non-UTF-8 file."""
+    try:
+        return tomllib.loads(Path(lock).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{lock}: not UTF-8 text (byte {exc.start}): a recipe lock must be UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{lock}: not valid TOML ({exc})") from None
 
 
 def load_trained(path: Path, for_training: bool = False):

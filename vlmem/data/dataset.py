@@ -128,12 +128,24 @@ class QADataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     # -- validation up front (never fail an hour into training) ---------------
-    def validate(self) -> None:
-        from vlmem.data.video import video_num_frames
+    def validate(self, all_videos: bool = False, budget_s: float = 20.0) -> None:
+        """Before any model is built: every video exists and is a safe path inside the dataset; one
+        sample's geometry is read and shape-checked; the first frame of every distinct video is
+        decoded while `budget_s` lasts (all of them with `all_videos`)."""
+        import time
+
+        from vlmem.data.video import read_frames, video_num_frames
+        from vlmem.safepaths import UnsafePathError
 
         problems = []
-        for video in sorted({r["video"] for r in self.rows}):
-            path = self.root / video
+        start, decoded, geometry_checked = time.perf_counter(), 0, False
+        videos = sorted({r["video"] for r in self.rows})
+        for video in videos:
+            try:
+                path = self._video_path(video)
+            except UnsafePathError as exc:
+                problems.append(str(exc))
+                continue
             if not path.exists():
                 problems.append(f"{path}: video missing")
                 continue
@@ -142,16 +154,35 @@ class QADataset(torch.utils.data.Dataset):
                 if not gpath.is_file():
                     problems.append(f"{gpath}: no sensor geometry for {video} but model.geometry.source = 'sensor' "
                                     "(use a dataset with depth + poses, or set model.geometry.source = 'none')")
+                elif not geometry_checked:  # one sample's geometry, read as training will read it
+                    geometry_checked = True
+                    try:
+                        read_sensor_geometry(self._geometry_path(video))
+                    except DataError as exc:
+                        problems.append(str(exc))
             if self.spec.geometry == "cached":
                 cdir = Path(self.spec.cached_dir)
                 stem = Path(video).stem
                 if not any((cdir / f"{stem}{ext}").is_file() for ext in (".pt", ".safetensors")):
                     problems.append(f"{cdir}/{stem}.pt: no cached geometry features for {video}")
-            if video_num_frames(path) == 0:
-                problems.append(f"{path}: has no frames")
+            try:
+                if video_num_frames(path) == 0:
+                    problems.append(f"{path}: has no frames")
+                elif all_videos or time.perf_counter() - start < budget_s:
+                    read_frames(path, np.zeros(1, dtype=np.int64))
+                    decoded += 1
+            except DataError as exc:
+                problems.append(str(exc))
+        self.videos_decoded = decoded
         if problems:
             more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
             raise DataError(f"dataset {self.root} is not usable for this recipe:\n  - " + "\n  - ".join(problems[:10]) + more)
+
+    def _video_path(self, video: str) -> Path:
+        """qa.parquet's `video` (data, not trusted) as a path inside the dataset folder."""
+        from vlmem.safepaths import safe_child
+
+        return safe_child(self.root, video, what=f"{self.root / 'qa.parquet'}: column 'video'")
 
     def _geometry_path(self, video: str) -> Path:
         return self.root / "geometry" / f"{Path(video).stem}.safetensors"
@@ -161,7 +192,7 @@ class QADataset(torch.utils.data.Dataset):
         from vlmem.data.video import read_frames, sample_frame_indices, video_num_frames
 
         def load():
-            path = self.root / video
+            path = self._video_path(video)
             n = video_num_frames(path)
             idx = sample_frame_indices(n, self.spec.frames)
             frames = torch.from_numpy(np.ascontiguousarray(read_frames(path, idx))).permute(0, 3, 1, 2)  # [T,3,H,W]
@@ -174,17 +205,10 @@ class QADataset(torch.utils.data.Dataset):
         return self._videos.get_or(video, load)
 
     def _sensor_geometry(self, video: str, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
 
         def load():
             path = self._geometry_path(video)
-            try:
-                g = load_file(str(path))
-            except Exception as exc:
-                raise DataError(f"{path}: cannot read geometry ({exc})") from None
-            for key in ("poses", "intrinsics", "depth"):
-                if key not in g:
-                    raise DataError(f"{path}: missing tensor {key!r} (expected poses, intrinsics, depth)")
+            g = read_sensor_geometry(path)
             n = g["poses"].shape[0]
             sel = torch.as_tensor(np.clip(idx, 0, n - 1))
             depth = g["depth"][sel].float()
@@ -267,3 +291,31 @@ def collate(samples: list[dict], pad_id: int = 0, padding_side: str = "right") -
             ids[b, sl], labels[b, sl], mask[b, sl] = s["input_ids"], s["labels"], 1
         batch.update(input_ids=ids, labels=labels, attention_mask=mask)
     return batch
+
+
+def read_sensor_geometry(path: Path) -> dict[str, torch.Tensor]:
+    """geometry/<scene>.safetensors, with every tensor and shape checked."""
+    from safetensors.torch import load_file
+
+    try:
+        g = load_file(str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read geometry ({exc})") from None
+    for key in ("poses", "intrinsics", "depth"):
+        if key not in g:
+            raise DataError(f"{path}: missing tensor {key!r} (expected poses, intrinsics, depth)")
+    check_sensor_geometry(g, path)
+    return g
+
+
+def check_sensor_geometry(g: dict[str, torch.Tensor], path: Path) -> None:
+    """poses [F, 4, 4], intrinsics [F, 3, 3] or [3, 3], depth [F, H, W], with one F: else DataError naming the tensor."""
+    n = g["poses"].shape[0] if g["poses"].dim() == 3 else -1
+    wanted = {"poses": g["poses"].dim() == 3 and tuple(g["poses"].shape[1:]) == (4, 4) and n > 0,
+              "intrinsics": tuple(g["intrinsics"].shape) in ((3, 3), (n, 3, 3)),
+              "depth": g["depth"].dim() == 3 and g["depth"].shape[0] == n and min(g["depth"].shape[1:]) > 0}
+    expected = {"poses": "[F, 4, 4]", "intrinsics": "[F, 3, 3] or [3, 3]", "depth": "[F, H, W]"}
+    bad = [f"{k} has shape {list(g[k].shape)}, expected {expected[k]}" for k, ok in wanted.items() if not ok]
+    if bad:
+        raise DataError(f"{path}: wrong geometry shapes: {'; '.join(bad)} (F = frames of the poses); "
+                        "re-run prepare-data for this scene")

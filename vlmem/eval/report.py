@@ -206,8 +206,10 @@ def score_predictions_file(
     benchmark: str = "vsibench",
     out_dir: str | Path | None = None,
     console: Any = None,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Load ``path``, score it as ``benchmark``, write the report to ``out_dir`` (if given).
+    With ``data`` (a dataset folder), every prediction's id must be one of its questions.
 
     Returns the result dict; when written, ``result["report_files"]`` holds the paths.
     Pass a rich ``console`` to also print the table.
@@ -215,7 +217,13 @@ def score_predictions_file(
     from vlmem.eval.predictions import load_predictions
 
     score, required = scorer_for(benchmark)
-    records = load_predictions(path, required=required)
+    try:
+        records = load_predictions(path, required=required)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}): predictions files must be UTF-8 "
+                         "JSON / JSON lines, or parquet") from None
+    if data is not None:
+        check_prediction_ids(records, Path(data), path)
     result = score(records)
     result["predictions_file"] = str(path)
     if out_dir is not None:
@@ -224,3 +232,14 @@ def score_predictions_file(
     if console is not None:
         print_report(result, console)
     return result
+
+
+def check_prediction_ids(records: list[dict[str, Any]], data: Path, path: str | Path) -> None:
+    """`--data` with `--predictions`: every prediction must answer a question of that dataset."""
+    from vlmem.data.dataset import read_qa_table
+
+    ids = {str(r["id"]) for r in read_qa_table(data)}
+    unknown = [str(r.get("id")) for r in records if str(r.get("id")) not in ids]
+    if unknown:
+        raise UsageError(f"{path}: {len(unknown)} of {len(records)} prediction id(s) are not questions of --data "
+                         f"{data} (e.g. {unknown[:3]}): score them against the dataset they were made for")

@@ -34,9 +34,14 @@ def recipe_to_toml(recipe: Recipe) -> str:
     return tomli_w.dumps(recipe_to_dict(recipe))
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """Content hash of the resolved recipe: same recipe + overrides -> same hash."""
-    canonical = json.dumps(recipe_to_dict(recipe), sort_keys=True, separators=(",", ":"))
+def recipe_hash(recipe: Recipe, legacy: bool = False) -> str:
+    """Content hash of the resolved recipe: same recipe + overrides -> same hash. `run.output_dir`
+    (where the run lives) is left out, so a moved or copied run folder still matches its recipe;
+    `legacy=True`: the hash of vlmem <= 0.1 runs, which included it."""
+    data = recipe_to_dict(recipe)
+    if not legacy:
+        data["run"].pop("output_dir", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -93,6 +93,10 @@ def write_checkpoint(run_dir: Path, step: int, write_model, write_training_state
 def last_checkpoint(run_dir: Path) -> Path | None:
     last = Path(run_dir) / "checkpoints" / "last"
     if not last.exists():
+        if last.is_symlink():  # the pointer is there, its checkpoint is not: say so, not "no checkpoint yet"
+            raise CheckpointError(f"{last} points to {os.readlink(last)!r}, which does not exist (deleted or not copied "
+                                  f"with the run): point it at an existing checkpoint (ln -sfn <step> {last}) or "
+                                  "start a new run")
         return None
     return last.resolve()
 
@@ -103,6 +107,7 @@ def resolve_model_dir(path: Path) -> Path:
     for candidate in (path, path / "model", path / "checkpoints" / "last" / "model"):
         if (candidate / MODEL_FILE).is_file():
             return candidate
+    last_checkpoint(path)  # a dangling checkpoints/last gets its own message
     raise CheckpointError(f"{path}: no {MODEL_FILE} found (expected a run folder with checkpoints/last, a checkpoint "
                           "folder, or an exported folder): train first or check the path")
 

@@ -35,6 +35,7 @@ from vlmem.train.checkpoint import (
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
+from vlmem.train.resume import fingerprint, load_training_state
 
 console = Console(stderr=True)
 
@@ -125,9 +126,10 @@ def _validate_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> Path | Non
         if ckpt is None:
             raise UsageError(f"--resume: {run_dir} has no checkpoint yet (checkpoints/last missing): run without --resume")
         saved = read_lock_hash(run_dir)
-        if saved and saved != recipe_hash(recipe):
+        if saved and saved not in (recipe_hash(recipe), recipe_hash(recipe, legacy=True)):
             raise UsageError(f"--resume: {run_dir} was trained with another recipe (hash {saved}, this one "
-                                  f"{recipe_hash(recipe)}): resume with the run's own recipe.lock.toml, or pick a new run.name")
+                             f"{recipe_hash(recipe)}): resume with the run's own recipe (`vlmem train "
+                             f"{run_dir / 'recipe.lock.toml'} --resume`), or pick a new run.name")
         return ckpt
     if ckpt is not None:
         raise UsageError(f"{run_dir} already has checkpoints: pass --resume to continue it, or set run.name / "
@@ -135,7 +137,8 @@ def _validate_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> Path | Non
     return None
 
 
-def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides: tuple[str, ...] = ()) -> Path:
+def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides: tuple[str, ...] = (),
+          all_videos: bool = False) -> Path:
     from vlmem.model.build import build_model, dataset_texts, load_tokenizer
     from vlmem.train.accelerator import make_accelerator
 
@@ -158,7 +161,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     # a tiny model's tokenizer is built from all the dataset's text (vocabulary only), else loaded
     tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if saved_tok is None else None, saved=saved_tok)
     dataset = QADataset(root, rows, spec, tokenizer)
-    dataset.validate()
+    dataset.validate(all_videos=all_videos)
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
@@ -189,6 +192,8 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     start_step = 0
     rhash = recipe_hash(recipe)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=acc.is_main_process)
+    if resume_from is None:  # lines of an earlier attempt killed before its first checkpoint
+        metrics.truncate_after(0)
     if t.tracker != "none":
         acc.project_configuration.set_directories(str(run_dir))
         acc.init_trackers(recipe.run.name, config={"recipe_hash": recipe_hash(recipe), "phase": t.phase})
@@ -197,9 +202,8 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         write_lock(recipe, run_dir, acc.num_processes, overrides)
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     if resume_from is not None:
-        acc.load_state(str(resume_from / "training_state"))
-        state = json.loads((resume_from / "training_state" / "trainer_state.json").read_text())
-        start_step = state["step"]
+        state = load_training_state(acc, resume_from / "training_state")  # exact, or a clear refusal
+        start_step = int(state["step"])
         with warnings.catch_warnings():  # replaying before any optimizer.step() is intended here
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(start_step):  # the schedule is a pure function of the step: replay it
@@ -216,7 +220,8 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         acc.save_state(str(tmp_state))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            (tmp_state / "trainer_state.json").write_text(json.dumps({"step": step, "recipe_hash": rhash}))
+            (tmp_state / "trainer_state.json").write_text(json.dumps({"step": step, "recipe_hash": rhash,
+                                                                      "files": fingerprint(tmp_state)}))
 
             def write_model(path):
                 save_model_dir(path, acc.unwrap_model(model), recipe, components, tokenizer, rhash, step)
