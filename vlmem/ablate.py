@@ -79,20 +79,46 @@ def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bo
         else:
             todo.append((i, label, variant, run_dir))
     if jobs <= 1 or len(todo) <= 1:  # one at a time here: no process to spawn
-        for i, label, variant, run_dir in todo:
-            console.print(f"[{i + 1}/{len(variants)}] {label}: training -> {run_dir}")
-            _train_and_evaluate(variant, run_dir, benchmark, max_eval_samples)
+        failures = _run_sequential(todo, len(variants), benchmark, max_eval_samples)
     else:
-        _run_parallel(todo, len(variants), jobs, benchmark, max_eval_samples)
+        failures = _run_parallel(todo, len(variants), jobs, benchmark, max_eval_samples)
+    failed = {label for label, _, _ in failures}
     rows = []
     for label, variant in variants:
         run_dir = Path(variant.run.output_dir)
-        overall, tasks = _score_of(json.loads((run_dir / "eval" / f"{benchmark}.json").read_text()))
         name, _, seed = label.partition("/seed")
-        rows.append({"variant": name, "seed": int(seed) if seed else variant.run.seed, "overall": overall, **tasks,
-                     "minutes": _train_minutes(run_dir)})
-    write_tables(rows, out)
+        row = {"variant": name, "seed": int(seed) if seed else variant.run.seed}
+        if label in failed:  # the table still lists it, marked, so nobody reads a missing row as "not run"
+            rows.append({**row, "overall": None, "minutes": None, "status": "failed"})
+            continue
+        overall, tasks = _score_of(json.loads((run_dir / "eval" / f"{benchmark}.json").read_text()))
+        rows.append({**row, "overall": overall, **tasks, "minutes": _train_minutes(run_dir), "status": "ok"})
+    if len(failed) < len(rows):  # a table of the variants that finished (failed ones marked)
+        write_tables(rows, out)
+    if failures:
+        _raise_first(failures, len(rows))
     return out
+
+
+def _run_sequential(todo: list, total: int, benchmark: str, max_eval_samples: int) -> list[tuple[str, int, str]]:
+    """One variant after another in this process; a failed variant does not stop the others.
+    Returns (label, exit code, message) of each failure; ^C stops at once."""
+    import traceback
+
+    from vlmem.errors import VlmemError
+
+    failures = []
+    for i, label, variant, run_dir in todo:
+        console.print(f"[{i + 1}/{total}] {label}: training -> {run_dir}")
+        try:
+            _train_and_evaluate(variant, run_dir, benchmark, max_eval_samples)
+        except VlmemError as exc:
+            console.print(f"[red]{label}: failed[/red]: {exc}", markup=True, highlight=False)
+            failures.append((label, exc.exit_code, str(exc)))
+        except Exception:  # a bug in one variant: keep its traceback, go on with the others
+            console.print(f"[red]{label}: failed[/red] (traceback at the end)")
+            failures.append((label, 1, traceback.format_exc()))
+    return failures
 
 
 def _train_and_evaluate(variant: Recipe, run_dir: Path, benchmark: str, max_eval_samples: int) -> None:
@@ -136,18 +162,16 @@ def _worker(slot: int, jobs: int, gpus: int, threads: int, variant: Recipe, run_
         results.put((str(run_dir), 1, traceback.format_exc()))
 
 
-def _run_parallel(todo: list, total: int, jobs: int, benchmark: str, max_eval_samples: int) -> None:
+def _run_parallel(todo: list, total: int, jobs: int, benchmark: str, max_eval_samples: int) -> list:
     """`jobs` variants at once, each in a fresh spawned process (a fork of a process that has run
     torch can deadlock) with its share of the CPU cores, and its own GPU when there is one per
-    job. A failed variant does not stop the others; the first failure is raised at the end.
+    job. A failed variant does not stop the others; the failures are returned.
     On ^C the running variants get the signal too and stop; no queued variant starts, and
     re-running the command resumes them."""
     import multiprocessing
     import queue as queue_lib
 
     import torch
-
-    from vlmem.errors import VlmemError
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
@@ -199,16 +223,26 @@ def _run_parallel(todo: list, total: int, jobs: int, benchmark: str, max_eval_sa
             if process.is_alive():
                 process.terminate()
         raise
-    if failures:
-        label, code, message = failures[0]
-        if code == 130:
-            raise KeyboardInterrupt
-        if code == 1 and message.startswith("Traceback"):
-            console.print(message, markup=False, highlight=False)  # a traceback's [brackets] are not markup
-            raise RuntimeError(f"ablation variant {label} crashed (traceback above)")
-        error = VlmemError(message)
-        error.exit_code = code
-        raise error
+    if _interrupted(failures):
+        raise KeyboardInterrupt
+    return failures
+
+
+def _raise_first(failures: list[tuple[str, int, str]], total: int) -> None:
+    """End the command with the first failure's message and exit code (after the table was written)."""
+    from vlmem.errors import VlmemError
+
+    label, code, message = failures[0]
+    if code == 130:
+        raise KeyboardInterrupt
+    others = f" ({len(failures)} of {total} variants failed: {', '.join(f[0] for f in failures)})" \
+        if len(failures) > 1 else f" (1 of {total} variants failed)"
+    if code == 1 and message.startswith("Traceback"):
+        console.print(message, markup=False, highlight=False)  # a traceback's [brackets] are not markup
+        raise RuntimeError(f"ablation variant {label} crashed (traceback above){others}")
+    error = VlmemError(f"ablation variant {label}: {message}{others}")
+    error.exit_code = code
+    raise error
 
 
 def _interrupted(failures: list[tuple[str, int, str]]) -> bool:
@@ -227,13 +261,13 @@ def _train_minutes(run_dir: Path) -> float | None:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and spread (population std) over seeds per variant, in first-seen order."""
-    keys = [k for k in rows[0] if k not in ("variant", "seed")] if rows else []
+    keys = [k for k in _columns(rows) if k not in ("variant", "seed", "status")]
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["variant"], []).append(r)
     out = []
     for name, group in groups.items():
-        entry = {"variant": name, "seeds": len(group)}
+        entry = {"variant": name, "seeds": len(group), "failed": sum(g.get("status") == "failed" for g in group)}
         for k in keys:
             values = [g[k] for g in group if isinstance(g.get(k), (int, float))]
             entry[k] = statistics.fmean(values) if values else None
@@ -242,14 +276,19 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _columns(rows: list[dict]) -> list[str]:
+    """Every key of every row, in first-seen order (a failed variant's row has no task columns)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
 def write_tables(rows: list[dict], out: Path) -> None:
     summary = summarise(rows)
     if not summary:
         return
-    columns = [k for k in summary[0] if not k.endswith("_std") and k not in ("variant", "seeds")]
+    columns = [k for k in summary[0] if not k.endswith("_std") and k not in ("variant", "seeds", "failed")]
     tmp = out / f".ablation.csv.tmp-{os.getpid()}"
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer = csv.DictWriter(f, fieldnames=_columns(rows))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out / "ablation.csv")
@@ -262,7 +301,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
             v, sd = s.get(c), s.get(f"{c}_std")
             cells.append("-" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd else ""))
         delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
-        lines.append(f"| {s['variant']} | {s['seeds']} | " + " | ".join(cells) + f" | {'-' if delta is None else f'{delta:+.2f}'} |")
+        name = s["variant"] + (f" (**failed**: {s['failed']} of {s['seeds']})" if s["failed"] else "")
+        lines.append(f"| {name} | {s['seeds']} | " + " | ".join(cells) + f" | {'-' if delta is None else f'{delta:+.2f}'} |")
     (out / "ablation.md").write_text(f"Deltas are against the first row ({base['variant']}).\n\n" + "\n".join(lines) + "\n")
     _plot(summary, out / "ablation.png")
     table = Table("variant", "seeds", "overall", "Δ", title=str(out))

@@ -77,6 +77,8 @@ def read_traj(path: Path) -> tuple[np.ndarray, np.ndarray]:
             vals = [float(t) for t in tok]
         except ValueError:
             raise DataError(f"{path}: line {i + 1} is not numeric") from None
+        if not np.all(np.isfinite(vals)):
+            raise DataError(f"{path}: line {i + 1} has a non-finite value (nan / inf): {line.strip()!r}")
         w2c = np.eye(4)
         w2c[:3, :3] = rodrigues(vals[1:4])
         w2c[:3, 3] = vals[4:7]

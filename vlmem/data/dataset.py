@@ -130,11 +130,11 @@ class QADataset(torch.utils.data.Dataset):
     # -- validation up front (never fail an hour into training) ---------------
     def validate(self, all_videos: bool = False, budget_s: float = 20.0) -> None:
         """Before any model is built: every video exists and is a safe path inside the dataset; one
-        sample's geometry is read and shape-checked; the first frame of every distinct video is
-        decoded while `budget_s` lasts (all of them with `all_videos`)."""
+        sample's geometry is read and shape-checked; the frames a sample uses are decoded for every
+        distinct video while `budget_s` lasts (all of them with `all_videos`)."""
         import time
 
-        from vlmem.data.video import read_frames, video_num_frames
+        from vlmem.data.video import read_frames, sample_frame_indices, video_num_frames
         from vlmem.safepaths import UnsafePathError
 
         problems = []
@@ -166,10 +166,11 @@ class QADataset(torch.utils.data.Dataset):
                 if not any((cdir / f"{stem}{ext}").is_file() for ext in (".pt", ".safetensors")):
                     problems.append(f"{cdir}/{stem}.pt: no cached geometry features for {video}")
             try:
-                if video_num_frames(path) == 0:
+                n = video_num_frames(path)
+                if n == 0:
                     problems.append(f"{path}: has no frames")
                 elif all_videos or time.perf_counter() - start < budget_s:
-                    read_frames(path, np.zeros(1, dtype=np.int64))
+                    read_frames(path, sample_frame_indices(n, self.spec.frames))
                     decoded += 1
             except DataError as exc:
                 problems.append(str(exc))

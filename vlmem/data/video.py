@@ -89,6 +89,7 @@ def _decord():
         import decord
     except ImportError:
         return None
+    decord.logging.set_level(decord.logging.QUIET)  # no ffmpeg noise: vlmem names the file and problem itself
     return decord
 
 
