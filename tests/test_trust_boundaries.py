@@ -203,6 +203,27 @@ def test_6_full_disk_or_read_only_output_is_a_clear_error(work, capsys, monkeypa
     assert not out.exists() and not list(tmp_path.glob(".out.*"))  # nothing half-written
 
 
+@pytest.mark.parametrize("command", ["train", "eval", "export", "inspect-memory"])
+def test_6_full_disk_in_every_writing_command(work, capsys, monkeypatch, tmp_path, command):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "somefile"))
+    target, argv = {
+        "train": ("vlmem.train.loop.write_lock", ["train", "tiny/base", *_sets("run.name=full", "train.max_steps=1")]),
+        "eval": ("vlmem.eval.report._atomic_write", ["eval", "vsibench", "--run", "runs/base", "--max-samples", "2",
+                                                     "--out", str(tmp_path / "ev")]),
+        "export": ("vlmem.export.save_file", ["export", "--run", "runs/base", "--out", str(tmp_path / "exp")]),
+        "inspect-memory": ("vlmem.inspect.write_plots", ["inspect-memory", "--run", "runs/base", "--video",
+                                                        "synth_00000", "--out", str(tmp_path / "insp")]),
+    }[command]
+    monkeypatch.setattr(target, full)
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "No space left on device" in err and "internal error" not in err, err
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "insp").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
 def test_6_prepare_data_out_is_an_existing_file(tmp_path, capsys):
     target = tmp_path / "file.txt"
     target.write_text("keep me")

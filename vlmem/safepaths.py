@@ -120,8 +120,11 @@ def remove_stale_temps(out: Path) -> list[Path]:
     removed = []
     if not out.parent.is_dir():
         return removed
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        tag, _, pid = p.name[len(out.name) + 2:].partition("-")
+    prefix = f".{out.name}."
+    for p in out.parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        tag, _, pid = p.name[len(prefix):].partition("-")
         if tag not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         if p.is_dir() and not p.is_symlink():
