@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -35,7 +36,7 @@ from vlmem.train.checkpoint import (
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
-from vlmem.train.resume import fingerprint, load_training_state
+from vlmem.train.resume import fingerprint, load_training_state, verify_training_state
 
 console = Console(stderr=True)
 
@@ -130,6 +131,8 @@ def _validate_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> Path | Non
             raise UsageError(f"--resume: {run_dir} was trained with another recipe (hash {saved}, this one "
                              f"{recipe_hash(recipe)}): resume with the run's own recipe (`vlmem train "
                              f"{run_dir / 'recipe.lock.toml'} --resume`), or pick a new run.name")
+        # before any model is built: every file of the training state as saved, this process's RNG readable
+        verify_training_state(ckpt / "training_state", int(os.environ.get("RANK", "0")))
         return ckpt
     if ckpt is not None:
         raise UsageError(f"{run_dir} already has checkpoints: pass --resume to continue it, or set run.name / "

@@ -93,8 +93,8 @@ def verify_training_state(state_dir: Path, rank: int) -> dict:
 
 
 def load_training_state(acc, state_dir: Path) -> dict:
-    """Verify, `accelerator.load_state`, then check that the RNG really was restored."""
-    expected = verify_training_state(state_dir, acc.process_index)
+    """`accelerator.load_state` (after `verify_training_state`), then check that the RNG really was restored."""
+    expected = _load_rng(rng_file(state_dir, acc.process_index))
     try:
         acc.load_state(str(state_dir))
     except Exception as exc:  # damaged optimizer.bin / model.safetensors of an older checkpoint without hashes
