@@ -10,7 +10,6 @@ then checks the RNG really was restored. A moved or copied run folder is resumed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlmem.data.pixmo import sha256_file
 from vlmem.errors import CheckpointError
 
 STATE_FILE = "trainer_state.json"
@@ -26,14 +26,6 @@ RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 
 def rng_file(state_dir: Path, rank: int) -> Path:
     return Path(state_dir) / f"random_states_{rank}.pkl"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(state_dir: Path) -> dict[str, str]:
