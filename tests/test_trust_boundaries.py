@@ -394,3 +394,22 @@ def test_10_no_ffmpeg_noise_before_the_video_error(work, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "DataError"
     assert "h264 @" not in proc.stderr and "NAL unit" not in proc.stderr, proc.stderr
+
+
+def test_1_own_recipe_trust_is_scoped_and_never_leaks_between_commands(tmp_path):
+    """ablate evaluates runs it just wrote from the user's own recipe (which may set trust_remote_code);
+    that allowance ends with the block, and every CLI command starts untrusting."""
+    from vlmem.errors import UsageError
+    from vlmem.recipe import load_recipe
+    from vlmem.trust import allow_run_code, check_run_recipe, run_code_allowed, trusted_run_code
+
+    recipe = load_recipe("tiny/base", ["model.lm.trust_remote_code=true"])
+    lock = tmp_path / "recipe.lock.toml"
+    with pytest.raises(UsageError, match="--trust-remote-code"):
+        check_run_recipe(recipe, lock, tmp_path)
+    with trusted_run_code(True):
+        check_run_recipe(recipe, lock, tmp_path)
+    assert not run_code_allowed()
+    allow_run_code(True)
+    main(["recipe", "show", "tiny/base"])
+    assert not run_code_allowed()

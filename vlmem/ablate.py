@@ -125,9 +125,13 @@ def _train_and_evaluate(variant: Recipe, run_dir: Path, benchmark: str, max_eval
     from vlmem.eval.generate import evaluate_run
     from vlmem.train.checkpoint import last_checkpoint
     from vlmem.train.loop import train
+    from vlmem.trust import trusted_run_code
 
     train(variant, resume=last_checkpoint(run_dir) is not None)  # a finished run resumes to a no-op
-    evaluate_run(run_dir, benchmark, max_samples=max_eval_samples)
+    # the run folder was just written from the recipe the user named: its remote code is the user's choice
+    own_choice = variant.model.vision.trust_remote_code or variant.model.lm.trust_remote_code
+    with trusted_run_code(own_choice):
+        evaluate_run(run_dir, benchmark, max_samples=max_eval_samples)
 
 
 def worker_env(slot: int, jobs: int, gpus: int, visible: str | None) -> dict[str, str]:

@@ -67,6 +67,7 @@ def _trust(on: bool) -> None:
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     if debug:
         _state["debug"] = True
+    _trust(False)  # every command starts untrusting; --trust-remote-code turns it on for that command only
 
 
 # -- recipe -------------------------------------------------------------------

@@ -9,6 +9,7 @@ load a model you did not name. vlmem refuses such a lock file unless the command
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from vlmem.errors import UsageError
@@ -27,6 +28,17 @@ def allow_run_code(on: bool, console=None) -> None:
 
 def run_code_allowed() -> bool:
     return _state["remote_code"]
+
+
+@contextmanager
+def trusted_run_code(on: bool):
+    """Allow (when `on`) run-folder remote code for a run this process wrote from the user's own recipe."""
+    old = _state["remote_code"]
+    _state["remote_code"] = old or bool(on)
+    try:
+        yield
+    finally:
+        _state["remote_code"] = old
 
 
 def _inside(path: str, folder: Path) -> bool:
