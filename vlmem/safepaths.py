@@ -89,7 +89,7 @@ def check_replaceable(out: Path, kind: str, overwrite: bool, flag: str = "--out"
                              "writing there could destroy it; choose a folder outside it")
     if not out.exists() and not out.is_symlink():
         return
-    if not out.is_dir() or out.is_symlink():
+    if not out.is_dir():
         raise UsageError(f"{flag} {out} exists and is not a folder: choose a folder path")
     if not any(out.iterdir()):
         return
