@@ -134,13 +134,12 @@ class QADataset(torch.utils.data.Dataset):
         distinct video while `budget_s` lasts (all of them with `all_videos`)."""
         import time
 
-        from vlmem.data.video import read_frames, sample_frame_indices, video_num_frames
+        from vlmem.data.video import video_num_frames
         from vlmem.safepaths import UnsafePathError
 
         problems = []
-        start, decoded, geometry_checked = time.perf_counter(), 0, False
-        videos = sorted({r["video"] for r in self.rows})
-        for video in videos:
+        start, geometry_checked = time.perf_counter(), False
+        for video in sorted({r["video"] for r in self.rows}):
             try:
                 path = self._video_path(video)
             except UnsafePathError as exc:
@@ -170,11 +169,9 @@ class QADataset(torch.utils.data.Dataset):
                 if n == 0:
                     problems.append(f"{path}: has no frames")
                 elif all_videos or time.perf_counter() - start < budget_s:
-                    read_frames(path, sample_frame_indices(n, self.spec.frames))
-                    decoded += 1
+                    self._frames(video)  # decoded as training reads it, and kept in the cache for it
             except DataError as exc:
                 problems.append(str(exc))
-        self.videos_decoded = decoded
         if problems:
             more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
             raise DataError(f"dataset {self.root} is not usable for this recipe:\n  - " + "\n  - ".join(problems[:10]) + more)
@@ -206,7 +203,6 @@ class QADataset(torch.utils.data.Dataset):
         return self._videos.get_or(video, load)
 
     def _sensor_geometry(self, video: str, idx: np.ndarray) -> dict[str, torch.Tensor]:
-
         def load():
             path = self._geometry_path(video)
             g = read_sensor_geometry(path)
