@@ -138,8 +138,8 @@ def train_cmd(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from checkpoints/last.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print trainable/total parameters per component and exit.")] = False,
-    check_all_videos: Annotated[bool, typer.Option("--check-all-videos", help="Before training, decode a frame of "
-                                                   "every video (default: as many as ~20 s allows).")] = False,
+    check_all_videos: Annotated[bool, typer.Option("--check-all-videos", help="Before training, decode the frames of "
+                                                   "every video (default: as many videos as ~20 s allow).")] = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Train a recipe (one process here, or many under `accelerate launch -m vlmem train ...`).
