@@ -93,7 +93,13 @@ def write_lock(recipe: Recipe, run_dir: Path, world_size: int = 1, overrides=())
 def read_lock_hash(run_dir: Path) -> str | None:
     import tomllib
 
+    from vlmem.errors import UsageError
+
     path = Path(run_dir) / "recipe.lock.toml"
     if not path.is_file():
         return None
-    return tomllib.loads(path.read_text()).get("lock", {}).get("hash")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")).get("lock", {}).get("hash")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path}: damaged recipe lock ({type(exc).__name__}: {exc}); restore it from a copy of "
+                         "the run") from None
