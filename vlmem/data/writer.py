@@ -38,9 +38,10 @@ QA_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("num_frames", pa.int64()),  # frames of the source video, null when unknown
         ("duration", pa.float64()),  # seconds, null when unknown
+        ("pruned", pa.bool_()),  # VSI-Bench: removed by Iterative Bias Pruning (VSI-Bench-Debiased); null elsewhere
     ]
 )
-REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration")]
+REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration", "pruned")]
 
 
 def validate_row(row: dict) -> str | None:
