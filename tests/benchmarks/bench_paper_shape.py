@@ -54,10 +54,12 @@ def build(phase: int, s: dict, args):
             'model.lm.kind="qwen2"', f"model.lm.hidden_size={hid}", f"model.lm.num_heads={heads}",
             f"model.lm.num_kv_heads={kv}", f"model.lm.intermediate_size={mlp}", f"model.lm.num_layers={args.lm_layers}",
             f"model.geometry.dim={geo_dim}", f"data.frames={s['frames']}", f"model.memory.L_w={s['L'][0]}",
-            f"model.memory.L_e={s['L'][1]}", 'train.init_from=""', "model.pool=2" if not args.small else "model.pool=1"]
+            f"model.memory.L_e={s['L'][1]}", 'train.init_from=""', "model.pool=1"]
     if args.small:
         sets += ["model.memory.num_heads=4", "model.fusion.num_heads=4", "train.memory_lora_r=4", "train.lora.r=4"]
     recipe = load_recipe(recipes / f"phase{phase}.toml", sets)
+    if not args.small:  # the paper recipes' 2x2 pooling: 27x27 -> 13x13 tokens per frame for the LM, as with the
+        recipe.model.pool = 2  # real checkpoint (validation asks a random-init tower for a divisor of its grid)
     torch.manual_seed(0)
     vision = load_vision_tower(recipe.model.vision)
     lm = _tiny_qwen2(recipe.model.lm, vocab)
