@@ -35,7 +35,9 @@ def shapes(args) -> dict:
     if args.small:
         return dict(vision=(64, 4, 128, 32, 8), lm=(64, 4, 2, 128, 256), geo=(16, 16, 8), frames=4, L=(2, 4),
                     prompt=16)
-    return dict(vision=(1152, 16, 4304, 384, 14), lm=LM_SHAPES[args.lm], geo=(768, 729, 27), frames=args.frames,
+    # so400m-patch14-384 takes 384 px and its stride-14 convolution gives 27x27 patches; a random-init tower
+    # is validated for image_size % patch_size == 0, so 378 = 27 * 14 px gives the same 27x27 grid
+    return dict(vision=(1152, 16, 4304, 378, 14), lm=LM_SHAPES[args.lm], geo=(768, 729, 27), frames=args.frames,
                 L=(8, 32), prompt=64)
 
 
