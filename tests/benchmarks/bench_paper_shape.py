@@ -50,7 +50,7 @@ def build(phase: int, s: dict, args):
     vw, vh, vmlp, img, patch = s["vision"]
     hid, heads, kv, mlp, vocab = s["lm"]
     geo_dim = s["geo"][0]
-    sets = [f"model.vision.kind=\"siglip\"", 'model.vision.pretrained=""', f"model.vision.hidden_size={vw}",
+    sets = ['model.vision.kind="siglip"', 'model.vision.pretrained=""', f"model.vision.hidden_size={vw}",
             f"model.vision.num_heads={vh}", f"model.vision.intermediate_size={vmlp}", f"model.vision.image_size={img}",
             f"model.vision.patch_size={patch}", f"model.vision.num_layers={args.vision_layers}",
             'model.lm.kind="qwen2"', f"model.lm.hidden_size={hid}", f"model.lm.num_heads={heads}",

@@ -92,8 +92,8 @@ def _jsonl(path, rows):
 
 
 def _files(tmp_path):
-    ex = [_example(i, d, r) for i, (d, r) in enumerate(zip(DOCS, RESPONSES))]
-    ex_now = [_example(i, d, r, CURRENT_METRIC_KEYS) for i, (d, r) in enumerate(zip(DOCS, RESPONSES))]
+    ex = [_example(i, d, r) for i, (d, r) in enumerate(zip(DOCS, RESPONSES, strict=True))]
+    ex_now = [_example(i, d, r, CURRENT_METRIC_KEYS) for i, (d, r) in enumerate(zip(DOCS, RESPONSES, strict=True))]
     tis = {"args": {"tasks": "vsibench"}, "model_configs": {"task": "vsibench"},
            "logs": sorted(ex, key=lambda e: e["doc_id"]), "time": "20250101_000000"}
     (tmp_path / "vsibench.json").write_text(json.dumps(tis, indent=4))
@@ -103,7 +103,7 @@ def _files(tmp_path):
         "lmms-eval v0.7": _jsonl(tmp_path / "v07_samples_vsibench.jsonl", [_v07(e) for e in ex]),
         "lmms-eval main": _jsonl(tmp_path / "main_samples_vsibench.jsonl", [_v07(e) for e in ex_now]),
         "thinking-in-space logs": tmp_path / "vsibench.json",
-        "flat jsonl": _jsonl(tmp_path / "flat.jsonl", [{**d, "prediction": r} for d, r in zip(DOCS, RESPONSES)]),
+        "flat jsonl": _jsonl(tmp_path / "flat.jsonl", [{**d, "prediction": r} for d, r in zip(DOCS, RESPONSES, strict=True)]),
     }
 
 

@@ -61,7 +61,7 @@ def write_mp4(path: Path, frames: int = VIDEO_FRAMES, seed: int = 0, size: int =
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=4)
         s.width, s.height, s.pix_fmt = size, size, "yuv420p"
-        for i in range(frames):
+        for _ in range(frames):
             img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)

@@ -66,7 +66,7 @@ def _plain_load_script(adapter: Path, merged: Path, base: Path) -> str:
     return block + """
 import json, sys
 ids = tokenizer("How many chair(s) are in this room?", return_tensors="pt").input_ids
-fresh = LlavaOnevisionForConditionalGeneration.from_pretrained(%r).eval()
+fresh = LlavaOnevisionForConditionalGeneration.from_pretrained(BASE).eval()
 vision_lora = [n for n, _ in model.named_modules() if "vision_tower" in n and n.endswith("lora_A")]
 lm_lora = [n for n, _ in model.named_modules() if "language_model" in n and n.endswith("lora_A")]
 with torch.no_grad():
@@ -74,7 +74,7 @@ with torch.no_grad():
            "merged": merged(input_ids=ids).logits[0].tolist(), "base": fresh(input_ids=ids).logits[0].tolist(),
            "vision_lora": len(vision_lora), "lm_lora": len(lm_lora), "vlmem_imported": "vlmem" in sys.modules}
 print(json.dumps(out))
-""" % str(base)
+""".replace("BASE", repr(str(base)))
 
 
 def test_real_path_phase1_to_export(world, tmp_path, monkeypatch, capsys):
