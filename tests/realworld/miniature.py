@@ -173,8 +173,13 @@ def _bpe_tokenizer(texts: list[str]):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   unk_token=None, clean_up_tokenization_spaces=False)
+    import transformers
+
+    # Qwen2's own tokenizer class (tokenizer_config.json then says "Qwen2Tokenizer", as the real checkpoint's)
+    major = int(transformers.__version__.split(".")[0])
+    cls = transformers.Qwen2Tokenizer if major >= 5 else getattr(transformers, "Qwen2TokenizerFast", PreTrainedTokenizerFast)
+    fast = cls(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+               clean_up_tokenization_spaces=False)
     fast.chat_template = QWEN_CHAT_TEMPLATE
     return fast
 
