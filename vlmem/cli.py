@@ -181,10 +181,13 @@ MaxSamplesOpt = Annotated[int, typer.Option("--max-samples", help="Evaluate only
 
 
 def _eval(benchmark: str, run: Path | None, predictions: Path | None, data: Path | None, out: Path | None,
-          frames: int, max_samples: int, trust_remote_code: bool = False) -> None:
+          frames: int, max_samples: int, trust_remote_code: bool = False,
+          set_: list[str] | None = None) -> None:
     _trust(trust_remote_code)
     if (run is None) == (predictions is None):
         raise _Invalid("give exactly one of --run RUN (generate answers) or --predictions FILE (score a file)")
+    if set_ and predictions is not None:
+        raise _Invalid("--set overrides the run's recipe; it does nothing with --predictions (nothing is run)")
     if predictions is not None:
         from vlmem.eval.report import score_predictions_file
 
@@ -194,14 +197,14 @@ def _eval(benchmark: str, run: Path | None, predictions: Path | None, data: Path
         from vlmem.eval.generate import evaluate_run
 
         result = evaluate_run(run, benchmark, data=data, frames=frames, out=out, max_samples=max_samples,
-                              console=console)
+                              console=console, overrides=tuple(set_ or ()))
     console.print(f"wrote {', '.join(result.get('report_files', {}).values())}")
 
 
 @eval_app.command("vsibench")
 def eval_vsibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
                       frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0,
-                      trust_remote_code: TrustOpt = False) -> None:
+                      trust_remote_code: TrustOpt = False, set_: SetOpt = None) -> None:
     """VSI-Bench: official prompts, greedy answers (16 tokens), official scoring (MC accuracy, MRA), x100.
 
     Examples:
@@ -209,30 +212,32 @@ def eval_vsibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: Dat
       vlmem eval vsibench --run runs/tiny-phase1
 
       vlmem eval vsibench --predictions preds.jsonl --out reports/
+
+      vlmem eval vsibench --run runs/vlm2-phase3 --data data/vsibench --set model.geometry.cached_dir=data/vsibench_features/{data_source}
     """
-    _eval("vsibench", run, predictions, data, out, frames, max_samples, trust_remote_code)
+    _eval("vsibench", run, predictions, data, out, frames, max_samples, trust_remote_code, set_)
 
 
 @eval_app.command("vstibench")
 def eval_vstibench_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
                        frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0,
-                       trust_remote_code: TrustOpt = False) -> None:
+                       trust_remote_code: TrustOpt = False, set_: SetOpt = None) -> None:
     """VSTI-Bench (VLM-3R's camera/temporal benchmark): MC accuracy + MRA, plain mean over 10 types.
 
     Example: vlmem eval vstibench --run runs/tiny-phase1
     """
-    _eval("vstibench", run, predictions, data, out, frames, max_samples, trust_remote_code)
+    _eval("vstibench", run, predictions, data, out, frames, max_samples, trust_remote_code, set_)
 
 
 @eval_app.command("qa")
 def eval_qa_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt = None, out: EvalOutOpt = None,
                 frames: EvalFramesOpt = 0, max_samples: MaxSamplesOpt = 0,
-                trust_remote_code: TrustOpt = False) -> None:
+                trust_remote_code: TrustOpt = False, set_: SetOpt = None) -> None:
     """Open QA (PixMo style): exact match and token F1 with SQuAD normalisation.
 
     Example: vlmem eval qa --run runs/trm
     """
-    _eval("qa", run, predictions, data, out, frames, max_samples, trust_remote_code)
+    _eval("qa", run, predictions, data, out, frames, max_samples, trust_remote_code, set_)
 
 
 # -- ablate -----------------------------------------------------------------------

@@ -41,11 +41,18 @@ def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp3
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
+        from vlmem import export_hf
+
+        hf_base = export_hf.is_llava_base(recipe)  # + what plain transformers / peft load (export_hf.py)
+        if lora and hf_base and not merge_lora:
+            export_hf.write_hf_adapter(model, recipe, tmp, DTYPES[dtype])
         if lora and merge_lora:
             model.lm = model.lm.merge_and_unload()
             components = (components - {"lm_lora"}) | {"lm"}  # merged LM weights must be shipped
         elif lora:
             model.lm.save_pretrained(str(tmp / "adapter"))
+        if hf_base and merge_lora:
+            export_hf.write_hf_merged(model, recipe, tokenizer, tmp, DTYPES[dtype])
         for name, module in getattr(model, "peft_adapters", dict)().items():  # e.g. BitGen's DINOv2 LoRA
             module.save_pretrained(str(tmp / name))
         memory_lora = config.get("memory_lora")
@@ -62,6 +69,7 @@ def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp3
         shutil.copy(run / "recipe.lock.toml", tmp / "recipe.lock.toml")
         exported = {**config, "lora": lora and not merge_lora, "memory_lora": memory_lora,
                     "components": sorted(components), "dtype": dtype,
+                    "vision_dim": int(model.vision.hidden_size) if hasattr(model.vision, "hidden_size") else None,
                     "exported_from": str(run), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "keys": len(state)}
         (tmp / "config.json").write_text(json.dumps(exported, indent=2))

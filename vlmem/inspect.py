@@ -192,8 +192,7 @@ def load_video(recipe, data_root: Path, row: dict, frames: int):
     from vlmem.data.video import sample_frame_indices, video_num_frames
 
     m = recipe.model
-    spec = SampleSpec(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
-                      cached_dir=m.geometry.cached_dir)
+    spec = SampleSpec.for_model(m, frames)
     dataset = QADataset(Path(data_root), [row], spec, tokenizer=None)
     dataset.validate()
     sample = dataset[0]

@@ -10,8 +10,11 @@ from vlmem.errors import CheckpointError, UsageError
 from vlmem.recipe.load import build_recipe
 
 
-def load_run_recipe(path: Path):
-    """The Recipe a run (or export) was trained with, from its recipe.lock.toml."""
+def load_run_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The Recipe a run (or export) was trained with, from its recipe.lock.toml, with `--set key=value`
+    `overrides` applied (e.g. where the benchmark's data and cached geometry are)."""
+    from vlmem.recipe.load import _set_path, parse_override
+
     path = Path(path)
     lock = path / "recipe.lock.toml"
     if not lock.is_file():
@@ -19,7 +22,10 @@ def load_run_recipe(path: Path):
                               "written by `vlmem export`)")
     data = read_lock_toml(lock)
     data.pop("lock", None)
-    recipe = build_recipe(data, str(lock))
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(data, keys, value, text)
+    recipe = build_recipe(data, str(lock), overrides)
     from vlmem.trust import check_run_recipe
 
     check_run_recipe(recipe, lock, path)
@@ -36,14 +42,14 @@ def read_lock_toml(lock: Path) -> dict:
         raise UsageError(f"{lock}: not valid TOML ({exc})") from None
 
 
-def load_trained(path: Path, for_training: bool = False):
-    """(recipe, model, tokenizer) with the trained weights loaded, in eval mode."""
+def load_trained(path: Path, for_training: bool = False, overrides: list[str] | tuple[str, ...] = ()):
+    """(recipe, model, tokenizer) with the trained weights loaded, in eval mode (`overrides`: --set)."""
     from vlmem.model.build import build_model, load_tokenizer
     from vlmem.train.checkpoint import load_model_weights, resolve_model_dir
     from vlmem.train.params import apply_lora
 
     path = Path(path)
-    recipe = load_run_recipe(path)
+    recipe = load_run_recipe(path, overrides)
     model_dir = resolve_model_dir(path)
     tokenizer = load_tokenizer(recipe, saved=model_dir if (model_dir / "tokenizer").is_dir() else path)
     model = build_model(recipe, tokenizer)

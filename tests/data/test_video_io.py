@@ -104,3 +104,42 @@ def test_errors_name_the_file(tmp_path):
             read_frames(path, [0, 5], backend=backend)
     with pytest.raises(UsageError):
         write_video(tmp_path / "bad.mp4", np.zeros((2, 8, 8, 3), dtype=np.float32))
+
+
+def test_pyav_fallback_when_decord_cannot_decode(tmp_path, monkeypatch):
+    """decord fails on some files it opens (e.g. 'DECORDArrayCopyFromTo: The size must exactly match' on
+    small frame sizes): vlmem reads the frames with PyAV instead of aborting."""
+    import types
+
+    from vlmem.data import video as video_mod
+    from vlmem.errors import DataError
+
+    path = tmp_path / "v.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (5, 24, 24, 3), dtype=np.uint8)
+    write_video(path, frames, fps=4)
+
+    class BrokenReader:
+        def __init__(self, *a, **k):
+            pass
+
+        def __len__(self):
+            return 5
+
+        def get_batch(self, idx):
+            raise RuntimeError("Check failed: from_size == to_size (2304 vs. 1728)")
+
+    fake = types.SimpleNamespace(VideoReader=BrokenReader, cpu=lambda i: None)
+    monkeypatch.setattr(video_mod, "_decord", lambda: fake)
+    got = read_frames(path, [0, 2, 4])
+    assert np.array_equal(got, read_frames(path, [0, 2, 4], backend="av"))
+    with pytest.raises(DataError, match="cannot decode frames"):
+        read_frames(path, [0], backend="decord")  # asked for decord explicitly: no fallback
+
+    def unopenable(*a, **k):
+        raise RuntimeError("cannot open")
+
+    monkeypatch.setattr(video_mod, "_decord", lambda: types.SimpleNamespace(VideoReader=unopenable, cpu=lambda i: 0))
+    assert video_mod.video_num_frames(path) == 5
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match="bad.mp4.*decord also failed"):
+        read_frames(tmp_path / "bad.mp4", [0])

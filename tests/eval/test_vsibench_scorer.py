@@ -248,11 +248,46 @@ def test_missing_rel_direction_level_counts_zero():
     res = score_vsibench(recs)
     assert res["official"]["tasks"]["object_rel_direction"] == pytest.approx((0.5 + 1.0 + 0.0) / 3 * 100)
     assert res["missing"]["rel_direction_levels"] == ["object_rel_direction_hard"]
-    # no rel-direction at all: the task is 0 and still part of the overall
-    only = [_rec(1, "object_counting", "4", "4")]
-    res = score_vsibench(only)
-    assert res["official"]["tasks"]["object_rel_direction"] == 0.0
+
+
+
+def test_absent_rel_direction_main_vs_e6a72f():
+    """thinking-in-space main (51e089c) leaves an absent rel-direction task out of overall;
+    the side-branch commit e6a72f counts it as a 0 task. vlmem follows main by default."""
+    only = [_rec(1, "object_counting", "4", "4"), _rec(2, "route_planning", "A", "B")]
+    main = score_vsibench(only)
+    side = score_vsibench(only, rule="e6a72f")
+    assert main["official"]["tasks"]["object_rel_direction"] is None
+    assert main["official"]["overall"] == pytest.approx(50.0)  # (1 + 0) / 2
+    assert "object_rel_direction" in main["missing"]["tasks"]
+    assert "51e089c" in main["scorer"]["source"] and main["scorer"]["aggregation"] == "main"
+    assert side["official"]["tasks"]["object_rel_direction"] == 0.0
+    assert side["official"]["overall"] == pytest.approx(100 / 3)  # (1 + 0 + 0) / 3
+    assert main["official"]["overall"] - side["official"]["overall"] == pytest.approx(50 - 100 / 3)
+    # main: medium/hard without easy stay separate entries of overall (not combined)
+    partial = only + [_rec(3, "object_rel_direction_hard", "A", "A")]
+    res = score_vsibench(partial)
+    assert res["official"]["raw"]["object_rel_direction_hard_accuracy"] == 1.0
+    assert res["official"]["overall"] == pytest.approx(200 / 3)
+
+
+def test_vlm3r_question_types_mapped():
+    recs = [_rec(1, "object_rel_direction_v1", "A", "A"), _rec(2, "object_rel_direction_v2", "A", "B"),
+            _rec(3, "object_rel_direction_v3", "A", "A"), _rec(4, "object_rel_distance_v2", "C", "C")]
+    res = score_vsibench(recs)
+    assert res["counts"]["per_type"] == {"object_rel_direction_hard": 1, "object_rel_direction_medium": 1,
+                                         "object_rel_direction_easy": 1, "object_rel_distance": 1}
+    assert res["official"]["tasks"]["object_rel_direction"] == pytest.approx(200 / 3)
+
+
+def test_pruned_column_gives_debiased_score():
+    recs = [_rec(1, "object_counting", "4", "4", pruned=False), _rec(2, "object_counting", "4", "8", pruned=True),
+            _rec(3, "route_planning", "A", "A", pruned=False), _rec(4, "route_planning", "A", "B", pruned=True)]
+    res = score_vsibench(recs)
     assert res["official"]["overall"] == pytest.approx(50.0)
+    assert res["debiased"]["count"] == 2 and res["debiased"]["pruned"] == 2
+    assert res["debiased"]["official_overall"] == pytest.approx(100.0)
+    assert "debiased" not in score_vsibench([_rec(1, "object_counting", "4", "4")])
 
 
 def test_unknown_type_and_missing_field():
@@ -277,9 +312,9 @@ def test_breakdowns_by_dataset_and_length():
     by_len = res["breakdowns"]["video_length"]
     assert list(by_len) == ["<1 min", "1-2 min", ">2 min", "33-64 frames", ">64 frames", "unknown"]
     assert by_len["1-2 min"]["count"] == 1
-    # per group: counting 0 or 100, rel-direction 0 (missing) -> overall mean of 2 tasks
+    # per group: counting 0 or 100; rel-direction absent -> left out of overall (thinking-in-space main)
     assert by_len["1-2 min"]["tasks"]["object_counting"] == 0.0
-    assert by_len["<1 min"]["official_overall"] == pytest.approx(50.0)
+    assert by_len["<1 min"]["official_overall"] == pytest.approx(100.0)
     by_ds = res["breakdowns"]["dataset"]
     assert by_ds["scannet"]["count"] == 2 and by_ds["arkitscenes"]["count"] == 4
     assert by_ds["scannet"]["tasks"]["object_counting"] == pytest.approx(50.0)

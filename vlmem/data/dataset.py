@@ -108,7 +108,15 @@ class SampleSpec:
     frames: int
     image_size: int
     geometry: str = "none"  # "sensor" | "cached" | "none"
-    cached_dir: str = ""
+    cached_dir: str | list[str] = ""  # folder, folders or {data_source}/{scene_name} template (geometry/cached.py)
+    needs_points: bool = False  # cached: position injection needs `points` / `pts3d` in every file
+
+    @classmethod
+    def for_model(cls, m, frames: int) -> SampleSpec:
+        """The spec a `[model]` section needs: its image size, geometry source and cached-feature layout."""
+        return cls(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
+                   cached_dir=m.geometry.cached_dir,
+                   needs_points=m.geometry.source == "cached" and m.fusion.position_injection)
 
 
 class QADataset(torch.utils.data.Dataset):
@@ -160,10 +168,7 @@ class QADataset(torch.utils.data.Dataset):
                     except DataError as exc:
                         problems.append(str(exc))
             if self.spec.geometry == "cached":
-                cdir = Path(self.spec.cached_dir)
-                stem = Path(video).stem
-                if not any((cdir / f"{stem}{ext}").is_file() for ext in (".pt", ".safetensors")):
-                    problems.append(f"{cdir}/{stem}.pt: no cached geometry features for {video}")
+                problems.extend(self._cached_problems(video))
             try:
                 n = video_num_frames(path)
                 if n == 0:
@@ -181,6 +186,21 @@ class QADataset(torch.utils.data.Dataset):
         from vlmem.safepaths import safe_child
 
         return safe_child(self.root, video, what=f"{self.root / 'qa.parquet'}: column 'video'")
+
+    def _cached_problems(self, video: str) -> list[str]:
+        """Cached features exist for `video` (and carry 3D points when position injection needs them)."""
+        from vlmem.geometry import POINT_KEYS, cached_geometry_keys, find_cached_geometry
+
+        row = next(r for r in self.rows if r["video"] == video)
+        try:
+            path = find_cached_geometry(self.spec.cached_dir, Path(video).stem, row.get("dataset"))
+        except DataError as exc:
+            return [f"{video}: {exc}"]
+        if self.spec.needs_points and not set(POINT_KEYS) & cached_geometry_keys(path):
+            return [f"{path}: no key 'points' (or 'pts3d') [F,H,W,3], which model.fusion.position_injection = true "
+                    "needs with cached features: export the encoder's pointmaps into the file (docs/real-data.md) "
+                    "or set model.fusion.position_injection = false"]
+        return []
 
     def _geometry_path(self, video: str) -> Path:
         return self.root / "geometry" / f"{Path(video).stem}.safetensors"
@@ -246,8 +266,10 @@ class QADataset(torch.utils.data.Dataset):
                 uniform_frame_indices,
             )
 
-            path = find_cached_geometry(Path(self.spec.cached_dir), Path(row["video"]).stem)
+            path = find_cached_geometry(self.spec.cached_dir, Path(row["video"]).stem, row.get("dataset"))
             feats = self._geometry.get_or(str(path), lambda: load_cached_geometry(path))
+            if not self.spec.needs_points:  # points are read only for position injection
+                feats = {k: v for k, v in feats.items() if k in ("camera_tokens", "patch_tokens")}
             n = feats["patch_tokens"].shape[0]
             sample["geometry"] = select_frames(feats, uniform_frame_indices(n, self.spec.frames))
         return sample

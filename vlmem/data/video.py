@@ -114,8 +114,8 @@ def video_num_frames(path: Path) -> int:
     if decord is not None:
         try:
             return len(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1))
-        except Exception as exc:  # decord raises DECORDError / RuntimeError on corrupt files
-            raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+        except Exception:  # decord raises DECORDError / RuntimeError: PyAV may still read it
+            pass
     return _av_num_frames(path)
 
 
@@ -166,15 +166,35 @@ def read_frames(path: Path, indices, backend: str | None = None) -> np.ndarray:
         raise UsageError("video backend 'decord' requested but decord is not installed")
     if decord is not None:
         try:
-            vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
-        _check_indices(path, indices, len(vr))
-        try:
-            return vr.get_batch(indices.tolist()).asnumpy()
-        except Exception as exc:
-            raise DataError(f"{path}: cannot decode frames ({_short(exc)})") from None
+            frames = _read_decord(decord, path, indices)
+        except DataError as exc:
+            if backend == "decord":
+                raise
+            return _read_av_after_decord(path, indices, exc)
+        if frames is not None:
+            return frames
     return _read_av(path, indices)
+
+
+def _read_decord(decord, path: Path, indices: np.ndarray) -> np.ndarray:
+    try:
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+    _check_indices(path, indices, len(vr))
+    try:
+        return vr.get_batch(indices.tolist()).asnumpy()
+    except Exception as exc:
+        raise DataError(f"{path}: cannot decode frames ({_short(exc)})") from None
+
+
+def _read_av_after_decord(path: Path, indices: np.ndarray, decord_error: DataError) -> np.ndarray:
+    """decord failed (some codecs and frame sizes it cannot copy out): PyAV decodes the same frames.
+    When PyAV fails too, the error names both."""
+    try:
+        return _read_av(path, indices)
+    except DataError as exc:
+        raise DataError(f"{exc} (decord also failed: {decord_error})") from None
 
 
 def _read_av(path: Path, indices: np.ndarray) -> np.ndarray:

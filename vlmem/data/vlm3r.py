@@ -8,6 +8,8 @@ video.") and post-prompts ("Answer with the option's letter ...", "Please answer
 question using a single word or phrase.", ...) removed; trailing "A. ..." lines (after
 an optional "Options:") become `options`; the gpt turn is the ground truth.
 answer_kind: "mc" with options, "numeric" when the answer parses as a number, else "open".
+VLM-3R's question types `object_rel_direction_v1/v2/v3` become VSI-Bench's `..._hard/_medium/_easy`
+and `object_rel_distance_v1/v2/v3` become `object_rel_distance`.
 
 Videos are resolved as `videos/<record.video>`, then `videos/<data_source>/<scene_name>.mp4`,
 then `videos/<scene_name>.mp4`, and hard-linked (or copied) to `videos/<scene_name>.mp4`.
@@ -117,6 +119,13 @@ def answer_kind(answer: str, options: list[str] | None) -> str:
     return "numeric" if _NUMBER.match(answer.strip()) else "open"
 
 
+def vsibench_question_type(qtype: str) -> str:
+    """VLM-3R's `object_rel_direction_v1` / `object_rel_distance_v2` ... as VSI-Bench names them."""
+    from vlmem.eval.vsibench import canonical_question_type
+
+    return canonical_question_type(qtype)
+
+
 def _find_video(rec: dict, videos: Path) -> Path | None:
     cands = []
     if rec.get("video"):
@@ -193,7 +202,7 @@ def prepare_vlm3r(json_path: Path, videos: Path, out: Path, overwrite: bool = Fa
                     "id": rid if len(pairs) == 1 else f"{rid}-{k}",
                     "dataset": str(rec.get("data_source") or SOURCE),
                     "scene_name": str(rec.get("scene_name") or Path(info[0]).stem),
-                    "question_type": str(rec.get("question_type") or h.get("task") or "open_qa"),
+                    "question_type": vsibench_question_type(str(rec.get("question_type") or h.get("task") or "open_qa")),
                     "question": question, "options": opts, "ground_truth": gt,
                     "answer_kind": answer_kind(gt, opts), "video": info[0], "split": "train",
                     "num_frames": info[1], "duration": info[2],

@@ -129,6 +129,7 @@ def prepare_vsibench(parquet: Path, videos: Path, out: Path, overwrite: bool = F
                 "question": str(r["question"]), "options": opts, "ground_truth": str(r["ground_truth"]),
                 "answer_kind": "mc" if opts else "numeric", "video": info[0], "split": split,
                 "num_frames": info[1], "duration": info[2],
+                "pruned": bool(r["pruned"]) if r.get("pruned") is not None else None,  # VSI-Bench-Debiased
             }
             w.add_rows([row])
             bar.advance(task)

@@ -39,9 +39,17 @@ QA_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("num_frames", pa.int64()),  # frames of the source video, null when unknown
         ("duration", pa.float64()),  # seconds, null when unknown
+        ("pruned", pa.bool_()),  # VSI-Bench: removed by Iterative Bias Pruning (VSI-Bench-Debiased); null elsewhere
     ]
 )
-REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration")]
+REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration", "pruned")]
+
+
+def qa_schema_for(rows: list[dict]) -> pa.Schema:
+    """QA_SCHEMA, without the VSI-Bench-only `pruned` column when no row has a value for it."""
+    if any(r.get("pruned") is not None for r in rows):
+        return QA_SCHEMA
+    return pa.schema([f for f in QA_SCHEMA if f.name != "pruned"])
 
 
 def validate_row(row: dict) -> str | None:
@@ -139,7 +147,8 @@ class DatasetWriter:
         if not self.rows:
             detail = "; ".join(f"{s['item']}: {s['reason']}" for s in self.skipped[:5])
             raise DataError(f"nothing usable to write to {self.out}" + (f" (skipped: {detail})" if detail else ""))
-        table = pa.Table.from_pylist([{c: r.get(c) for c in QA_SCHEMA.names} for r in self.rows], schema=QA_SCHEMA)
+        schema = qa_schema_for(self.rows)
+        table = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in self.rows], schema=schema)
         write_table_atomic(table, self.tmp / "qa.parquet")
         counts: dict[str, int] = {}
         for r in self.rows:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from vlmem.data.dataset import QADataset, SampleSpec, build_prompt, collate, read_qa_table, tokenize
+from vlmem.errors import DataError
 from vlmem.progress import progress_bar
 
 
@@ -16,8 +17,7 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
     """One record per question: id, question_type, ground_truth, prediction, options, dataset, num_frames, duration."""
     rows = read_qa_table(Path(data_root), split, question_types, max_samples)
     m = recipe.model
-    spec = SampleSpec(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
-                      cached_dir=m.geometry.cached_dir)
+    spec = SampleSpec.for_model(m, frames)
     dataset = QADataset(Path(data_root), rows, spec, tokenizer=None)
     dataset.validate()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -42,7 +42,8 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
                                 "ground_truth": row["ground_truth"], "prediction": text,
                                 "options": list(row["options"]) if row.get("options") is not None else None,
                                 "dataset": row.get("dataset"), "scene_name": row.get("scene_name"),
-                                "num_frames": row.get("num_frames"), "duration": row.get("duration")})
+                                "num_frames": row.get("num_frames"), "duration": row.get("duration"),
+                                "pruned": row.get("pruned")})
             progress.advance(task, len(samples))
     return records
 
@@ -60,8 +61,7 @@ def retrieval(model, tokenizer, recipe, data_root: Path, split: str, frames: int
     rows = read_qa_table(Path(data_root), split, question_types, max_samples)
     rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
     m = recipe.model
-    spec = SampleSpec(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
-                      cached_dir=m.geometry.cached_dir)
+    spec = SampleSpec.for_model(m, frames)
     dataset = QADataset(Path(data_root), rows, spec, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     generator = torch.Generator().manual_seed(seed)  # ITM negatives
@@ -90,15 +90,7 @@ def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
     return encode_once_per_video(model, batch["frames"], batch.get("geometry"), [r["video"] for r in batch["rows"]])
 
 
-def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
-                 max_samples: int = 0, split: str | None = None, console=None) -> dict:
-    """`vlmem eval <benchmark> --run RUN`: generate, score, write <out>/<benchmark>.{json,md}."""
-    from vlmem.eval.report import print_report, scorer_for, write_report
-    from vlmem.runs import load_trained
-
-    recipe, model, tokenizer = load_trained(run)
-    data_root = Path(data or recipe.data.root)
-    n_frames = frames or recipe.eval.frames or recipe.data.frames
+def _benchmark_types(benchmark: str, recipe) -> tuple[str, ...]:
     types: tuple[str, ...] = ()
     if benchmark in ("vsibench", "vstibench"):  # a dataset may mix both families: answer only this one's types
         import importlib
@@ -108,6 +100,46 @@ def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: in
     if recipe.eval.question_types:  # the recipe narrows the evaluated families (e.g. what it trained on)
         wanted = tuple(recipe.eval.question_types)
         types = tuple(t for t in types if t in wanted) if types else wanted
+    return types
+
+
+def check_eval_data(recipe, data_root: Path, split: str, frames: int, question_types=(), max_samples: int = 0) -> int:
+    """The questions to answer exist and every video has what the model needs (cached geometry, with points
+    for position injection; sensor geometry), checked before the model loads: a run that needs geometry the
+    benchmark lacks fails here, naming the key to set. Returns the number of questions."""
+    rows = read_qa_table(Path(data_root), split, question_types, max_samples)
+    dataset = QADataset(Path(data_root), rows, SampleSpec.for_model(recipe.model, frames), tokenizer=None)
+    geo = recipe.model.geometry
+    try:
+        dataset.validate()
+    except DataError as exc:
+        if geo.source == "sensor":
+            hint = ("this run was trained with model.geometry.source = 'sensor' (depth + poses); the benchmark "
+                    f"{data_root} has no geometry/<scene>.safetensors for its videos. Sensor geometry is for "
+                    "ScanNet/ARKitScenes-style data: evaluate on such a dataset (--data / --set data.root=...)")
+        elif geo.source == "cached":
+            hint = ("this run fuses cached 3D-encoder features: compute them for the benchmark's videos "
+                    "(docs/real-data.md) and point the run at them with --set model.geometry.cached_dir=DIR "
+                    "(a folder, or a template such as DIR/{data_source})")
+        else:
+            hint = "check --data / --set data.root=..."
+        raise DataError(f"{exc}\n{hint}") from None
+    return len(rows)
+
+
+def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
+                 max_samples: int = 0, split: str | None = None, console=None, overrides=()) -> dict:
+    """`vlmem eval <benchmark> --run RUN [--set key=value ...]`: generate, score, write <out>/<benchmark>.{json,md}."""
+    from vlmem.eval.report import print_report, scorer_for, write_report
+    from vlmem.runs import load_run_recipe, load_trained
+
+    recipe = load_run_recipe(run, overrides)
+    data_root = Path(data or recipe.data.root)
+    n_frames = frames or recipe.eval.frames or recipe.data.frames
+    types = _benchmark_types(benchmark, recipe)
+    check_eval_data(recipe, data_root, split or recipe.eval.split, n_frames, types,
+                    max_samples or recipe.eval.max_samples)
+    recipe, model, tokenizer = load_trained(run, overrides=overrides)
     records = predict(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                       recipe.eval.max_new_tokens, recipe.eval.batch_size, max_samples or recipe.eval.max_samples,
                       question_types=types)

@@ -41,17 +41,29 @@ def _first_text(value: Any) -> Any:
 
 
 def is_lmms_eval_sample(obj: Any) -> bool:
-    return (
-        isinstance(obj, dict)
-        and isinstance(obj.get("doc"), dict)
-        and ("filtered_resps" in obj or "resps" in obj or any(k.endswith("_score") for k in obj))
-    )
+    """An lmms-eval ``--log_samples`` entry: v0.3 keeps ``doc``; v0.4 and later drop it (the question
+    fields then live only under the task's metric keys, e.g. ``vsibench_score``)."""
+    if not isinstance(obj, dict):
+        return False
+    has_resps = "filtered_resps" in obj or "resps" in obj
+    if isinstance(obj.get("doc"), dict):
+        return has_resps or any(k.endswith("_score") for k in obj)
+    return "doc_id" in obj and has_resps and bool(_metric_docs(obj))
+
+
+def _metric_docs(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-metric dicts lmms-eval logs beside the sample (``process_results``' values): each is the
+    task's doc plus the prediction and metric fields. lmms-eval v0.3-v0.7 log one (``vsibench_score``);
+    the current version logs one per sub-score (``vsibench_overall``, ``route_planning_accuracy``, ...)."""
+    skip = {"doc", "arguments", "resps", "filtered_resps", "token_counts", "input_media"}
+    return [v for k, v in entry.items() if k not in skip and isinstance(v, dict) and "question_type" in v]
 
 
 def from_lmms_eval_sample(entry: dict[str, Any]) -> dict[str, Any]:
     """Flatten one lmms-eval log entry into a record (doc fields + id + prediction)."""
-    doc = entry["doc"]
-    score = next(
+    docs = _metric_docs(entry)
+    doc = entry["doc"] if isinstance(entry.get("doc"), dict) else {}
+    score = docs[0] if docs else next(
         (v for k, v in entry.items() if k.endswith("_score") and isinstance(v, dict)),
         {},
     )

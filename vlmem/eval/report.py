@@ -127,6 +127,7 @@ def render_markdown(result: dict[str, Any], benchmark: str) -> str:
         parts += [f"Scorer semantics: `{scorer['source']}`. Scores are percentages.", ""]
     header, rows = summary_rows(result)
     parts += [_md_table(header, rows), ""]
+    parts += debiased_lines(result)
     if "lenient" in result:
         parts += [f"*{result['lenient'].get('note', 'lenient: not the official number')}*", ""]
         per_type = result["official"].get("per_type", {})
@@ -164,6 +165,16 @@ def render_markdown(result: dict[str, Any], benchmark: str) -> str:
     return "\n".join(parts)
 
 
+def debiased_lines(result: dict[str, Any]) -> list[str]:
+    """VSI-Bench-Debiased beside the full score, when the records carry VSI-Bench's `pruned` column."""
+    d = result.get("debiased")
+    if not d:
+        return []
+    return [f"VSI-Bench-Debiased (rows with pruned = false): official overall {_fmt(d.get('official_overall'))}, "
+            f"lenient {_fmt(d.get('lenient_overall'))} on {d.get('count')} questions ({d.get('pruned')} pruned "
+            "left out)", ""]
+
+
 def write_report(result: dict[str, Any], out_dir: str | Path, benchmark: str) -> dict[str, Path]:
     """Write ``<out_dir>/<benchmark>.json`` and ``<out_dir>/<benchmark>.md`` atomically."""
     out = Path(out_dir)
@@ -191,6 +202,8 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
     for i, r in enumerate(rows):
         table.add_row(*r, style="bold" if i == len(rows) - 1 else None)
     console.print(table)
+    for line in debiased_lines(result)[:1]:
+        console.print(line)
     if "lenient" in result:
         console.print(f"[dim]{result['lenient'].get('note', '')}[/dim]")
     if result.get("retrieval"):

@@ -12,8 +12,15 @@ Official number (what the paper reports, x100):
     Relative Accuracy over thresholds linspace(0.5, 0.95, 10):
     mean_t [ |pred - gt| / gt <= 1 - t ]; an unparseable prediction scores 0.
   * per-type mean; the three `object_rel_direction_{easy,medium,hard}` accuracies are
-    averaged with equal weight (a missing level counts 0, as in the reference commit);
-    overall = unweighted mean of the task scores present.
+    averaged with equal weight; overall = unweighted mean of the task scores present.
+    A subset without rel-direction questions follows the repository's main branch
+    (commit 51e089c3ae69b9435e9489058610f5b3964c56a8): the task is left out of overall.
+    e6a72f (a side branch, `cogmap`) counts each missing level as 0 instead; both rules are
+    kept (`rule="main" | "e6a72f"`), main is the default.
+  * VLM-3R-DATA's question-type names (`object_rel_direction_v1`, `object_rel_distance_v2`,
+    ...) are mapped to VSI-Bench's (`canonical_question_type`).
+  * records with VSI-Bench's `pruned` column also get a VSI-Bench-Debiased score (the rows
+    with pruned = false, the dataset card's `test_debiased.parquet`).
 
 A lenient parser ("(B)", "The answer is B.", "about 3.5 meters") is reported beside it
 and is NOT the official number.
@@ -38,6 +45,29 @@ OFFICIAL_SOURCE = (
     "vision-x-nyu/thinking-in-space@e6a72f397d7abf3608bb51f5edcb74753f87d234:"
     "lmms_eval/tasks/vsibench/utils.py"
 )
+# The repository's main branch; its aggregation is the default (see `official_aggregate`).
+MAIN_SOURCE = (
+    "vision-x-nyu/thinking-in-space@51e089c3ae69b9435e9489058610f5b3964c56a8:"
+    "lmms_eval/tasks/vsibench/utils.py"
+)
+AGGREGATION_RULES = ("main", "e6a72f")
+
+# VLM-3R-DATA names (VITA-Group/VLM-3R vlm_3r_data_process/src/tasks/vsibench/get_obj_rel_*_qa.py):
+# v1 asks front-left/front-right/back-left/back-right (VSI-Bench hard), v2 left/right/back
+# (medium), v3 left/right (easy); the three rel-distance variants are one VSI-Bench type.
+VLM3R_QUESTION_TYPES = {
+    "object_rel_direction_v1": "object_rel_direction_hard",
+    "object_rel_direction_v2": "object_rel_direction_medium",
+    "object_rel_direction_v3": "object_rel_direction_easy",
+    "object_rel_distance_v1": "object_rel_distance",
+    "object_rel_distance_v2": "object_rel_distance",
+    "object_rel_distance_v3": "object_rel_distance",
+}
+
+
+def canonical_question_type(qtype: str) -> str:
+    """VSI-Bench's name for a question type (VLM-3R's `_v1/_v2/_v3` names mapped; others as they are)."""
+    return VLM3R_QUESTION_TYPES.get(qtype, qtype)
 
 MCA_QUESTION_TYPES = (
     "object_rel_direction_easy",
@@ -321,25 +351,34 @@ def _metric_key(spec: BenchmarkSpec, qtype: str) -> str:
 
 
 def official_aggregate(
-    spec: BenchmarkSpec, scores_by_type: Mapping[str, Sequence[float]]
+    spec: BenchmarkSpec, scores_by_type: Mapping[str, Sequence[float]], rule: str = "main"
 ) -> dict[str, float]:
     """The dict the reference `vsibench_aggregate_results` builds (fractions, reference keys).
 
-    Types are visited in sorted order (pandas groupby), the rel-direction levels are popped
-    (missing -> 0.) and averaged /3, then overall = sum(values) / len(values).
+    Types are visited in sorted order (pandas groupby), the rel-direction levels are popped and
+    averaged /3, then overall = sum(values) / len(values). The levels, by `rule`:
+
+    * "main" (51e089c): combined only when the easy level is present; with no rel-direction
+      questions the task is left out of overall. (main pops medium/hard without a default and
+      raises KeyError when easy is present but another level is not: scored as e6a72f then.)
+    * "e6a72f": always combined, a missing level counts 0.
     """
+    if rule not in AGGREGATION_RULES:
+        raise UsageError(f"unknown aggregation rule {rule!r}: expected one of {AGGREGATION_RULES}")
     out: dict[str, float] = {}
     for qtype in sorted(scores_by_type):
         out[_metric_key(spec, qtype)] = _mean(scores_by_type[qtype])
     if spec.combine_rel_direction:
-        levels = [out.pop(f"{lvl}_{ACCURACY_METRIC}", 0.0) for lvl in REL_DIRECTION_LEVELS]
-        out[f"{REL_DIRECTION_TASK}_{ACCURACY_METRIC}"] = sum(levels) / 3.0
+        keys = [f"{lvl}_{ACCURACY_METRIC}" for lvl in REL_DIRECTION_LEVELS]
+        if rule == "e6a72f" or keys[0] in out:
+            levels = [out.pop(key, 0.0) for key in keys]
+            out[f"{REL_DIRECTION_TASK}_{ACCURACY_METRIC}"] = sum(levels) / 3.0
     out["overall"] = sum(out.values()) / len(out)
     return out
 
 
-def _summarise(spec: BenchmarkSpec, scores_by_type: Mapping[str, Sequence[float]]) -> dict[str, Any]:
-    raw = official_aggregate(spec, scores_by_type)
+def _summarise(spec: BenchmarkSpec, scores_by_type: Mapping[str, Sequence[float]], rule: str = "main") -> dict[str, Any]:
+    raw = official_aggregate(spec, scores_by_type, rule)
     tasks: dict[str, float | None] = {}
     for task in spec.tasks:
         if task == REL_DIRECTION_TASK and spec.combine_rel_direction:
@@ -400,7 +439,7 @@ def _check_record(i: int, rec: Any) -> None:
             )
 
 
-def score_records(spec: BenchmarkSpec, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def score_records(spec: BenchmarkSpec, records: Iterable[Mapping[str, Any]], rule: str = "main") -> dict[str, Any]:
     """Score records with the given benchmark spec; see `score_vsibench` for the output."""
     records = list(records)
     if not records:
@@ -413,6 +452,8 @@ def score_records(spec: BenchmarkSpec, records: Iterable[Mapping[str, Any]]) -> 
     for i, rec in enumerate(records):
         _check_record(i, rec)
         qtype = str(rec["question_type"])
+        if spec.combine_rel_direction:
+            qtype = canonical_question_type(qtype)
         rid = str(rec["id"])
         seen[rid] = seen.get(rid, 0) + 1
         pred = rec["prediction"]
@@ -450,6 +491,8 @@ def score_records(spec: BenchmarkSpec, records: Iterable[Mapping[str, Any]]) -> 
         }
         if rec.get("dataset") is not None:
             sample["dataset"] = str(rec["dataset"])
+        if rec.get("pruned") is not None:  # VSI-Bench's Iterative Bias Pruning flag
+            sample["pruned"] = bool(rec["pruned"])
         bucket = length_bucket(rec)
         if bucket is not None:
             sample["length_bucket"] = bucket
@@ -468,8 +511,10 @@ def score_records(spec: BenchmarkSpec, records: Iterable[Mapping[str, Any]]) -> 
             "(|pred-gt|/gt) and fails with ZeroDivisionError, so no official score exists; fix the data"
         )
 
-    result = _aggregate_samples(spec, samples)
+    result = _aggregate_samples(spec, samples, rule)
     warnings = list(result.pop("_warnings"))
+    if any("pruned" in s for s in samples):
+        result["debiased"] = debiased_summary(spec, samples, rule)
     if missing_mc_target:
         warnings.append(
             f"{missing_mc_target} multiple-choice record(s) have no {spec.mc_target_field!r}; "
@@ -482,17 +527,32 @@ def score_records(spec: BenchmarkSpec, records: Iterable[Mapping[str, Any]]) -> 
 
     breakdowns: dict[str, dict[str, Any]] = {}
     if any("dataset" in s for s in samples):
-        breakdowns["dataset"] = _breakdown(spec, samples, lambda s: s.get("dataset", "unknown"), None)
+        breakdowns["dataset"] = _breakdown(spec, samples, lambda s: s.get("dataset", "unknown"), None, rule)
     if any("length_bucket" in s for s in samples):
         breakdowns["video_length"] = _breakdown(
-            spec, samples, lambda s: s.get("length_bucket", "unknown"), _BUCKET_ORDER
+            spec, samples, lambda s: s.get("length_bucket", "unknown"), _BUCKET_ORDER, rule
         )
     result["breakdowns"] = breakdowns
     result["samples"] = samples
     return result
 
 
-def _aggregate_samples(spec: BenchmarkSpec, samples: list[dict[str, Any]]) -> dict[str, Any]:
+def debiased_summary(spec: BenchmarkSpec, samples: list[dict[str, Any]], rule: str = "main") -> dict[str, Any]:
+    """VSI-Bench-Debiased: the same scoring over the rows VSI-Bench marks `pruned = false`
+    (nyu-visionx/VSI-Bench `create_pq.py`: debiased = not pruned by Iterative Bias Pruning)."""
+    kept = [s for s in samples if not s.get("pruned", False)]
+    out: dict[str, Any] = {"count": len(kept), "pruned": len(samples) - len(kept),
+                           "source": "nyu-visionx/VSI-Bench test.parquet column 'pruned' (debiased = pruned is false)"}
+    if not kept:
+        out.update(official_overall=None, lenient_overall=None, tasks={})
+        return out
+    agg = _aggregate_samples(spec, kept, rule)
+    out.update(official_overall=agg["official"]["overall"], lenient_overall=agg["lenient"]["overall"],
+               tasks=agg["official"]["tasks"], task_counts=agg["counts"]["tasks"])
+    return out
+
+
+def _aggregate_samples(spec: BenchmarkSpec, samples: list[dict[str, Any]], rule: str = "main") -> dict[str, Any]:
     official: dict[str, list[float]] = {}
     lenient: dict[str, list[float]] = {}
     for s in samples:
@@ -508,23 +568,32 @@ def _aggregate_samples(spec: BenchmarkSpec, samples: list[dict[str, Any]]) -> di
             counts_tasks[task] = counts_types.get(task, 0)
     missing_levels, missing_tasks = _missing(spec, present)
     warnings = []
-    if missing_levels:
+    if missing_levels and (rule == "e6a72f" or REL_DIRECTION_LEVELS[0] in present):
         warnings.append(
             f"no samples for {', '.join(missing_levels)}: counted as 0 in the {REL_DIRECTION_TASK} "
-            "average, as the official scorer does"
+            + ("average, as thinking-in-space e6a72f does" if rule == "e6a72f" else
+               "average (thinking-in-space main raises KeyError here; scored as e6a72f does)")
         )
+    elif missing_levels and len(missing_levels) < len(REL_DIRECTION_LEVELS):
+        warnings.append(
+            f"no samples for {', '.join(missing_levels)}: the other levels count as separate entries of "
+            "overall, as thinking-in-space main does (it combines the levels only when the easy one is present)"
+        )
+    elif missing_levels:
+        missing_tasks = [REL_DIRECTION_TASK, *missing_tasks]
     if missing_tasks:
         warnings.append(
             f"no samples for {', '.join(missing_tasks)}: left out of overall, as the official scorer "
             "does (overall is the mean of the task scores present)"
         )
-    off = _summarise(spec, official)
-    len_ = _summarise(spec, lenient)
+    off = _summarise(spec, official, rule)
+    len_ = _summarise(spec, lenient, rule)
     len_["note"] = LENIENT_NOTE
     return {
         "benchmark": spec.name,
         "scorer": {
-            "source": spec.source,
+            "source": MAIN_SOURCE if spec.combine_rel_direction and rule == "main" else spec.source,
+            "aggregation": rule if spec.combine_rel_direction else "per type",
             "mra_thresholds": [float(t) for t in MRA_THRESHOLDS],
             "scale": "percent (official fractions x 100; `official.raw` holds the fractions)",
         },
@@ -536,14 +605,14 @@ def _aggregate_samples(spec: BenchmarkSpec, samples: list[dict[str, Any]]) -> di
     }
 
 
-def _breakdown(spec, samples, key_fn, order) -> dict[str, Any]:
+def _breakdown(spec, samples, key_fn, order, rule: str = "main") -> dict[str, Any]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
         groups.setdefault(key_fn(s), []).append(s)
     names = sorted(groups, key=lambda g: (order.index(g) if order and g in order else len(order or ()), g))
     out = {}
     for name in names:
-        agg = _aggregate_samples(spec, groups[name])
+        agg = _aggregate_samples(spec, groups[name], rule)
         out[name] = {
             "count": agg["counts"]["total"],
             "official_overall": agg["official"]["overall"],
@@ -556,7 +625,7 @@ def _breakdown(spec, samples, key_fn, order) -> dict[str, Any]:
     return out
 
 
-def score_vsibench(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def score_vsibench(records: Iterable[Mapping[str, Any]], rule: str = "main") -> dict[str, Any]:
     """Score VSI-Bench predictions with the official semantics (+ a lenient variant).
 
     Each record needs ``id, question_type, ground_truth, prediction``; optional
@@ -569,4 +638,4 @@ def score_vsibench(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     ``warnings``, ``breakdowns`` (``dataset``, ``video_length``) and ``samples``
     (per-sample parsed answer and score). Scores are percentages.
     """
-    return score_records(VSIBENCH, records)
+    return score_records(VSIBENCH, records, rule)

@@ -5,6 +5,9 @@ Standalone: imports only torch, safetensors and ``vlmem.errors``.
 
 from vlmem.geometry.cached import (
     CACHED_KEYS,
+    POINT_KEYS,
+    cached_geometry_keys,
+    cached_locations,
     find_cached_geometry,
     load_cached_geometry,
     resample_patch_tokens,
@@ -32,6 +35,9 @@ __all__ = [
     "camera_features",
     "coordinate_scale",
     "depth_to_pointmap",
+    "POINT_KEYS",
+    "cached_geometry_keys",
+    "cached_locations",
     "find_cached_geometry",
     "load_cached_geometry",
     "normalize_coordinates",

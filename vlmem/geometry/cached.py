@@ -6,10 +6,21 @@ a mapping with
 * ``camera_tokens``: [F, 1, C] (one camera/view token per frame; [F, C] is accepted), and
 * ``patch_tokens``:  [F, P, C] (P = gh*gw patch tokens per frame, row-major).
 
-This is VLM-3R's ``spatial_features/<scene>.pt`` layout (CUT3R: C=768, P=729=27x27).
-``.pt`` files are read with ``torch.load(..., weights_only=True)`` only: a file that
-needs full unpickling (arbitrary Python objects) is rejected, never executed.
-Extra keys are ignored.
+This is VLM-3R's ``spatial_features/<scene>.pt`` layout (CUT3R: C=768, P=729=27x27),
+written by VITA-Group/VLM-3R ``scripts/extract_spatial_features.py`` (commit 6dd1264) as
+``torch.save({"camera_tokens": [F,1,C], "patch_tokens": [F,P,C]}, <out>/<source>/spatial_features/<scene>.pt)``
+in the precision it ran at (fp16 by default).
+
+Optional: ``points`` (or ``pts3d``, CUT3R/DUSt3R's name) [F, H, W, 3], the 3D points of every
+pixel in the first frame's coordinates (CUT3R / VGGT / pi3 pointmaps), with an optional
+``conf`` / ``valid`` [F, H, W]; these feed position injection. ``.pt`` files are read with
+``torch.load(..., weights_only=True)`` only: a file that needs full unpickling (arbitrary
+Python objects) is rejected, never executed. Other keys are ignored.
+
+Where the files are (``[model.geometry] cached_dir``): one folder of ``<scene>.pt``; a list of
+folders searched in order; or a template with ``{data_source}`` (the row's ``dataset``, VLM-3R's
+``data_source``) and/or ``{scene_name}``, e.g. ``data/vlm3r/{data_source}/spatial_features`` —
+VLM-3R's per-source layout — or a whole file name ``.../{scene_name}.pt``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,9 @@ from vlmem.errors import DataError, UsageError
 
 __all__ = [
     "CACHED_KEYS",
+    "POINT_KEYS",
+    "cached_geometry_keys",
+    "cached_locations",
     "find_cached_geometry",
     "load_cached_geometry",
     "resample_patch_tokens",
@@ -33,20 +47,78 @@ __all__ = [
 ]
 
 CACHED_KEYS = ("camera_tokens", "patch_tokens")
+POINT_KEYS = ("points", "pts3d")  # [F, H, W, 3]; CUT3R / DUSt3R call them pts3d
 _SUFFIXES = (".safetensors", ".pt", ".pth")
+_FIELDS = ("data_source", "dataset", "scene_name")
 
 
-def find_cached_geometry(cached_dir: str | Path, scene: str) -> Path:
-    """``<cached_dir>/<scene>.safetensors`` (preferred) or ``<scene>.pt`` / ``.pth``; DataError if none exists."""
-    folder = Path(cached_dir)
-    for suffix in _SUFFIXES:
-        path = folder / f"{scene}{suffix}"
+def _component(value: str, field: str, where: str) -> str:
+    """A dataset-given name that goes into a path: one plain component, never '..' or a separator."""
+    text = str(value)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text:
+        raise DataError(f"{where}: {field} = {text!r} cannot name a cached-geometry file (it must be one plain "
+                        "folder/file name)")
+    return text
+
+
+def cached_locations(cached_dir: str | Path | list | tuple, scene: str, data_source: str | None = None) -> list[Path]:
+    """Candidate files for one video, in search order (see the module docstring for the layouts)."""
+    dirs = list(cached_dir) if isinstance(cached_dir, (list, tuple)) else [cached_dir]
+    scene = _component(scene, "scene_name", "cached geometry")
+    out: list[Path] = []
+    for entry in dirs:
+        text = str(entry)
+        if "{" not in text:
+            out += [Path(text) / f"{scene}{suffix}" for suffix in _SUFFIXES]
+            continue
+        if "{data_source}" in text or "{dataset}" in text:
+            if not data_source:
+                raise DataError(f"model.geometry.cached_dir = {text!r} names {{data_source}}, but the row of scene "
+                                f"{scene!r} has no dataset / data_source")
+            source = _component(data_source, "dataset", f"scene {scene!r}")
+        else:
+            source = ""
+        try:
+            filled = text.format(data_source=source, dataset=source, scene_name=scene)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UsageError(f"model.geometry.cached_dir = {text!r}: unknown placeholder {exc}; use "
+                             "{data_source} and/or {scene_name}") from None
+        if "{scene_name}" in text and Path(filled).suffix in _SUFFIXES:
+            out.append(Path(filled))
+        else:
+            out += [Path(filled) / f"{scene}{suffix}" for suffix in _SUFFIXES]
+    return out
+
+
+_FOUND: dict[tuple, Path] = {}  # (cached_dir, scene, source) -> file, so each sample does not search again
+
+
+def find_cached_geometry(cached_dir, scene: str, data_source: str | None = None) -> Path:
+    """The first existing candidate of `cached_locations` (``.safetensors`` preferred over ``.pt`` / ``.pth``
+    in each folder), else the same names one subfolder down; DataError naming where it looked if none exists."""
+    key = (tuple(map(str, cached_dir)) if isinstance(cached_dir, (list, tuple)) else str(cached_dir), scene, data_source)
+    if key in _FOUND:
+        return _FOUND[key]
+    candidates = cached_locations(cached_dir, scene, data_source)
+    # then one level of subfolders: VLM-3R mirrors `<source>/videos/<split>/<scene>.mp4` as
+    # `<source>/spatial_features/<split>/<scene>.pt` (ARKitScenes, ScanNet++)
+    nested = [sub / c.name for c in candidates if c.parent.is_dir()
+              for sub in sorted(d for d in c.parent.iterdir() if d.is_dir())]
+    for path in candidates + nested:
         if path.is_file():
+            _FOUND[key] = path
             return path
+    folders = sorted({str(c.parent) for c in candidates})
     raise DataError(
-        f"no cached geometry for scene {scene!r} in {folder} (looked for {scene}.safetensors / .pt / .pth); "
-        "run the geometry encoder over this video or set [model.geometry] source = \"sensor\" or \"none\""
+        f"no cached geometry for scene {scene!r} in {', '.join(folders)} (looked for {scene}.safetensors / .pt / "
+        ".pth); run the geometry encoder over this video (docs/real-data.md), set --set model.geometry.cached_dir=... "
+        "to where the features are, or set [model.geometry] source = \"sensor\" or \"none\""
     )
+
+
+def cached_geometry_keys(path: str | Path) -> set[str]:
+    """The keys one cached file holds (read with the same weights-only loader)."""
+    return set(map(str, _read(Path(path))))
 
 
 def _read(path: Path) -> dict:
@@ -85,7 +157,8 @@ def load_cached_geometry(path: str | Path, expected_frames: int | None = None) -
     """Load and validate one video's cached geometry tokens.
 
     Returns ``{"camera_tokens": [F, 1, C], "patch_tokens": [F, P, C]}`` on CPU, in the stored
-    floating dtype. Raises :class:`DataError` naming the file, the offending key and the fix
+    floating dtype, plus ``"points"`` [F, H, W, 3] float32 and ``"points_valid"`` [F, H, W] bool
+    when the file has ``points`` / ``pts3d`` (valid: finite, and ``valid`` / ``conf > 0`` if given). Raises :class:`DataError` naming the file, the offending key and the fix
     when a key is missing, not a tensor, not floating point, wrongly shaped, non-finite, or
     when the frame count differs from ``expected_frames``.
     """
@@ -134,7 +207,28 @@ def load_cached_geometry(path: str | Path, expected_frames: int | None = None) -
     for key, value in (("camera_tokens", cam), ("patch_tokens", patch)):
         if not torch.isfinite(value).all():
             raise DataError(f"{path}: key {key!r} contains NaN or inf; re-run the geometry encoder for this video")
-    return {"camera_tokens": cam.contiguous(), "patch_tokens": patch.contiguous()}
+    out = {"camera_tokens": cam.contiguous(), "patch_tokens": patch.contiguous()}
+    out.update(_points(path, raw, cam.shape[0]))
+    return out
+
+
+def _points(path: Path, raw: dict, frames: int) -> dict[str, torch.Tensor]:
+    key = next((k for k in POINT_KEYS if k in raw), None)
+    if key is None:
+        return {}
+    pts = raw[key]
+    if not isinstance(pts, torch.Tensor) or not pts.is_floating_point():
+        raise DataError(f"{path}: key {key!r} must be a floating tensor [F, H, W, 3]")
+    if pts.ndim != 4 or pts.shape[-1] != 3 or pts.shape[0] != frames:
+        raise DataError(f"{path}: key {key!r} has shape {tuple(pts.shape)}, expected [F={frames}, H, W, 3] (3D points "
+                        "of every pixel, first frame's coordinates)")
+    pts = pts.float()
+    valid = torch.isfinite(pts).all(-1)
+    for mask_key in ("valid", "conf"):
+        mask = raw.get(mask_key)
+        if isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(pts.shape[:3]):
+            valid &= mask.bool() if mask_key == "valid" else mask.float() > 0
+    return {"points": pts.contiguous(), "points_valid": valid}
 
 
 def _grid(grid: tuple[int, int] | int, name: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,36 @@ def _llava_parts(full: nn.Module) -> dict:
             "language_model": full.language_model, "lm_head": None}  # language_model is already a *ForCausalLM
 
 
+# Inside `one_checkpoint_read()` a LLaVA checkpoint is read once and shared by the vision tower and
+# the LM (both take their weights from the same full model; no copy).
+_SHARED_LLAVA: dict | None = None
+
+
+@contextmanager
+def one_checkpoint_read():
+    """Read each LLaVA-family checkpoint from disk once while building one model (tower + LM)."""
+    global _SHARED_LLAVA
+    outer = _SHARED_LLAVA
+    if outer is None:
+        _SHARED_LLAVA = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SHARED_LLAVA = None
+            gc.collect()  # the full model's parts nobody kept (e.g. the LM head's wrapper) go now
+
+
 def _load_llava(cfg: Any, key: str, dtype: torch.dtype | None) -> nn.Module:
+    if _SHARED_LLAVA is None:
+        return _read_llava(cfg, key, dtype)
+    ident = (str(cfg.pretrained), str(cfg.revision), str(dtype))
+    if ident not in _SHARED_LLAVA:
+        _SHARED_LLAVA[ident] = _read_llava(cfg, key, dtype)
+    return _SHARED_LLAVA[ident]
+
+
+def _read_llava(cfg: Any, key: str, dtype: torch.dtype | None) -> nn.Module:
     config = _load_config(cfg, key)
     cls = _llava_class(getattr(config, "model_type", ""))
     if cls is None:
@@ -351,6 +381,10 @@ def load_vision_tower(cfg: Any, *, dtype: torch.dtype | None = torch.float32) ->
     result = VisionTower(tower, kind="llava_onevision", image_size=vc.image_size, patch_size=vc.patch_size,
                          hidden_size=vc.hidden_size * n_layers, mean=mean, std=std, feature_layer=layer,
                          select_strategy=strategy, projector=parts["projector"], source=cfg.pretrained)
+    # what is neither tower, projector nor LM (LLaVA-OneVision's image_newline), by its name in the full
+    # model: `vlmem export --merge-lora` rebuilds the full checkpoint from the parts without reading it again
+    parts_params = {id(q) for m in parts.values() if m is not None for q in m.parameters()}
+    result.llava_rest = {n: q.detach() for n, q in full.named_parameters() if id(q) not in parts_params}
     del full, parts
     gc.collect()  # free the checkpoint's LM now, not at some later collection
     return result

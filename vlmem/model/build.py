@@ -31,6 +31,13 @@ def build_model(recipe: Recipe, tokenizer) -> MemoryVLM:
 
     `model.decoder.kind` "plain" / "trm" builds a `DecoderVLM` (a MemoryVLM subclass) whose answer
     decoder replaces the HF LM; its vocabulary is `len(tokenizer)`."""
+    from vlmem.model.backbones import one_checkpoint_read
+
+    with one_checkpoint_read():  # a LLaVA checkpoint gives both the tower and the LM: read it once
+        return _build_model(recipe, tokenizer)
+
+
+def _build_model(recipe: Recipe, tokenizer) -> MemoryVLM:
     from vlmem.model.backbones import load_language_model, load_vision_tower, resize_for_tokenizer
 
     torch.manual_seed(recipe.run.seed)

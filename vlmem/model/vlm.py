@@ -98,7 +98,23 @@ class MemoryVLM(nn.Module):
         # cached encoder features (CUT3R / VGGT ...): [B,T,P,C] patch tokens + [B,T,1,C] camera tokens
         patch = geometry["patch_tokens"].flatten(0, 1).to(dtype)
         cam = geometry["camera_tokens"].flatten(0, 1).to(dtype)
-        return {"geo_tokens": patch, "cam": cam}
+        out = {"geo_tokens": patch, "cam": cam}
+        if "points" in geometry and self.fusion.position is not None:
+            out.update(self._pooled_points(geometry["points"], geometry.get("points_valid"), t, dtype))
+        return out
+
+    def _pooled_points(self, points: torch.Tensor, valid: torch.Tensor | None, t: int, dtype) -> dict:
+        """The encoder's pointmaps [B,T,H,W,3] (first frame's coordinates) -> per-patch coordinates
+        [B*T,N,3], their validity and a per-video scale, as the sensor path computes them."""
+        coords, ok, scales = [], [], []
+        for i in range(points.shape[0]):
+            v = valid[i] if valid is not None else torch.isfinite(points[i]).all(-1)
+            c, m = pool_points_to_grid(points[i].float(), v, self.grid)
+            coords.append(c)
+            ok.append(m)
+            scales.append(coordinate_scale(c, m).reshape(1).expand(t))
+        return {"coords": torch.cat(coords).to(dtype), "coords_valid": torch.cat(ok),
+                "coord_scale": torch.cat(scales).to(dtype)}
 
     @property
     def projector_dtype(self) -> torch.dtype:

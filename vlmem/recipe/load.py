@@ -149,10 +149,10 @@ def check_combinations(recipe: Recipe) -> list[str]:
                         "geometry tokens are consumed only by the cross-attention): set viewpoint_alignment = false too")
     if m.geometry.source == "cached":
         if not m.geometry.cached_dir:
-            problems.append("model.geometry.source = 'cached' needs model.geometry.cached_dir (folder of <scene>.pt files)")
-        if m.fusion.position_injection:
-            problems.append("model.fusion.position_injection needs 3D coordinates, which cached encoder features do not "
-                            "carry: use model.geometry.source = 'sensor' or set position_injection = false")
+            problems.append("model.geometry.source = 'cached' needs model.geometry.cached_dir (folder of <scene>.pt files, "
+                            "a list of folders, or a template such as 'data/vlm3r/{data_source}/spatial_features')")
+        # position injection with cached features needs `points` / `pts3d` in the files: checked when the
+        # dataset is validated (QADataset.validate), before the first step or question
     if m.lm.kind == "from_vision_checkpoint" and (m.vision.kind != "llava_onevision" or not m.vision.pretrained):
         problems.append("model.lm.kind = 'from_vision_checkpoint' needs model.vision.kind = 'llava_onevision' and "
                         "model.vision.pretrained set")

@@ -64,7 +64,9 @@ class LMConfig(Section):
 
 class GeometryConfig(Section):
     source: Literal["sensor", "cached", "none"] = "sensor"
-    cached_dir: str = ""  # folder of <scene>.pt / <scene>.safetensors (cached source)
+    # cached source: a folder of <scene>.pt / .safetensors, a list of folders searched in order, or a
+    # template with {data_source} / {scene_name} (VLM-3R: "data/vlm3r/{data_source}/spatial_features")
+    cached_dir: str | list[str] = ""
     dim: int = Field(64, ge=4)  # geometry token width
 
 

@@ -26,6 +26,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     # Memory branches that are empty at the first frames produce no gradient for some
     # parameters in a step, so DDP must tolerate unused parameters.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    _forget_other_precision(precision)
     return Accelerator(
         mixed_precision=precision,
         gradient_accumulation_steps=recipe.train.grad_accum,
@@ -33,6 +34,18 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         kwargs_handlers=[ddp],
         cpu=not torch.cuda.is_available(),
     )
+
+
+def _forget_other_precision(precision: str) -> None:
+    """Accelerate keeps one process-wide state and refuses a second Accelerator with another
+    mixed precision. A process that trains twice (tests, a Python session running a bf16 recipe
+    after an fp32 one) starts the second run from a fresh state; the distributed part
+    (PartialState: process group, ranks) is kept."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", precision)) != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _cpu_bf16_ok() -> bool:

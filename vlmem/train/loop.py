@@ -158,8 +158,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     all_rows = read_qa_table(root)
     rows = select_rows(all_rows, root / "qa.parquet", recipe.data.train_split, recipe.data.question_types,
                        recipe.data.max_samples)
-    spec = SampleSpec(frames=recipe.data.frames, image_size=m.vision.image_size, geometry=m.geometry.source,
-                      cached_dir=m.geometry.cached_dir)
+    spec = SampleSpec.for_model(m, recipe.data.frames)
     saved_tok = (resume_from / "model") if resume_from else init_dir
     # a tiny model's tokenizer is built from all the dataset's text (vocabulary only), else loaded
     tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if saved_tok is None else None, saved=saved_tok)
