@@ -46,7 +46,11 @@ def _inside(path: str, folder: Path) -> bool:
     if not path:
         return False
     p, root = Path(path).expanduser(), Path(folder).resolve()
-    candidates = [p.resolve()] + ([(Path(folder) / p).resolve()] if not p.is_absolute() else [])
+    # A relative value is resolved against the working directory by from_pretrained; it only counts
+    # as "inside the run" against the run folder when such a folder really exists there (a hub id
+    # such as "llava-hf/llava-onevision-qwen2-7b-ov-hf" does not).
+    inner = Path(folder) / p
+    candidates = [p.resolve()] + ([inner.resolve()] if not p.is_absolute() and inner.exists() else [])
     return any(c == root or root in c.parents for c in candidates)
 
 
