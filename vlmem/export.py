@@ -70,6 +70,7 @@ def export_run(run: Path, out: Path, merge_lora: bool = False, dtype: str = "fp3
         exported = {**config, "lora": lora and not merge_lora, "memory_lora": memory_lora,
                     "components": sorted(components), "dtype": dtype,
                     "vision_dim": int(model.vision.hidden_size) if hasattr(model.vision, "hidden_size") else None,
+                    "hf_folders": sorted(p.name for p in tmp.iterdir() if p.name.startswith("hf_")),
                     "exported_from": str(run), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "keys": len(state)}
         (tmp / "config.json").write_text(json.dumps(exported, indent=2))
@@ -123,6 +124,9 @@ def model_card(recipe, run: Path, config: dict, state: dict) -> str:
         lines.append(f"- {path.stem}: overall {overall}")
     lines += ["", "## Use", "```", "vlmem eval vsibench --run <this folder> --data <dataset folder>",
               "vlmem inspect-memory --run <this folder> --video <scene> --data <dataset folder>", "```", ""]
+    if config.get("hf_folders"):  # LLaVA-family base: what plain transformers + peft load (docs/export.md)
+        lines += [f"Plain transformers + peft: {', '.join(f'`{f}/`' for f in config['hf_folders'])} "
+                  "(docs/export.md, \"LLaVA-family bases\").", ""]
     return "\n".join(lines)
 
 

@@ -124,6 +124,8 @@ def test_real_path_phase1_to_export(world, tmp_path, monkeypatch, capsys):
     adapter_cfg = json.loads((tmp_path / "exported/vlm2-phase3/hf_adapter/adapter_config.json").read_text())
     assert adapter_cfg["base_model_name_or_path"] == str((tmp_path / "ckpt/llava-onevision-tiny").resolve())
     assert "language_model" in adapter_cfg["target_modules"]
+    assert "`hf_adapter/`" in (tmp_path / "exported/vlm2-phase3/README.md").read_text()
+    assert "`hf_merged/`" in (tmp_path / "exported/vlm2-phase3-merged/README.md").read_text()
 
     # -- plain transformers + peft, in another process that never imports vlmem
     script = _plain_load_script(tmp_path / "exported/vlm2-phase3/hf_adapter",
