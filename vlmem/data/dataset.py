@@ -142,7 +142,7 @@ class QADataset(torch.utils.data.Dataset):
         distinct video while `budget_s` lasts (all of them with `all_videos`)."""
         import time
 
-        from vlmem.data.video import video_num_frames
+        from vlmem.data.video import read_frames, sample_frame_indices, video_num_frames
         from vlmem.safepaths import UnsafePathError
 
         problems = []
@@ -174,7 +174,7 @@ class QADataset(torch.utils.data.Dataset):
                 if n == 0:
                     problems.append(f"{path}: has no frames")
                 elif all_videos or time.perf_counter() - start < budget_s:
-                    self._frames(video)  # decoded as training reads it, and kept in the cache for it
+                    read_frames(path, sample_frame_indices(n, self.spec.frames))  # the frames a sample reads
             except DataError as exc:
                 problems.append(str(exc))
         if problems:
