@@ -12,9 +12,11 @@ from vlmem.progress import progress_bar
 
 
 def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, max_new_tokens: int = 16,
-            batch_size: int = 1, max_samples: int = 0, question_types=()) -> list[dict]:
-    """One record per question: id, question_type, ground_truth, prediction, options, dataset, num_frames, duration."""
-    rows = read_qa_table(Path(data_root), split, question_types, max_samples)
+            batch_size: int = 1, max_samples: int = 0, question_types=(), rows: list[dict] | None = None) -> list[dict]:
+    """One record per question: id, question_type, ground_truth, prediction, options, dataset, num_frames, duration.
+    `rows`: these rows of `data_root` instead of reading the split (training's held-out subset)."""
+    if rows is None:
+        rows = read_qa_table(Path(data_root), split, question_types, max_samples)
     m = recipe.model
     spec = SampleSpec(frames=frames, image_size=m.vision.image_size, geometry=m.geometry.source,
                       cached_dir=m.geometry.cached_dir)
@@ -90,15 +92,8 @@ def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
     return encode_once_per_video(model, batch["frames"], batch.get("geometry"), [r["video"] for r in batch["rows"]])
 
 
-def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
-                 max_samples: int = 0, split: str | None = None, console=None) -> dict:
-    """`vlmem eval <benchmark> --run RUN`: generate, score, write <out>/<benchmark>.{json,md}."""
-    from vlmem.eval.report import print_report, scorer_for, write_report
-    from vlmem.runs import load_trained
-
-    recipe, model, tokenizer = load_trained(run)
-    data_root = Path(data or recipe.data.root)
-    n_frames = frames or recipe.eval.frames or recipe.data.frames
+def benchmark_question_types(benchmark: str, recipe) -> tuple[str, ...]:
+    """The question types `vlmem eval <benchmark>` answers (() = every type of the split)."""
     types: tuple[str, ...] = ()
     if benchmark in ("vsibench", "vstibench"):  # a dataset may mix both families: answer only this one's types
         import importlib
@@ -108,6 +103,19 @@ def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: in
     if recipe.eval.question_types:  # the recipe narrows the evaluated families (e.g. what it trained on)
         wanted = tuple(recipe.eval.question_types)
         types = tuple(t for t in types if t in wanted) if types else wanted
+    return types
+
+
+def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
+                 max_samples: int = 0, split: str | None = None, console=None) -> dict:
+    """`vlmem eval <benchmark> --run RUN`: generate, score, write <out>/<benchmark>.{json,md}."""
+    from vlmem.eval.report import print_report, scorer_for, write_report
+    from vlmem.runs import load_trained
+
+    recipe, model, tokenizer = load_trained(run)
+    data_root = Path(data or recipe.data.root)
+    n_frames = frames or recipe.eval.frames or recipe.data.frames
+    types = benchmark_question_types(benchmark, recipe)
     records = predict(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                       recipe.eval.max_new_tokens, recipe.eval.batch_size, max_samples or recipe.eval.max_samples,
                       question_types=types)

@@ -22,6 +22,7 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table, select_rows
+from vlmem.train.validate import Validator
 from vlmem.errors import UsageError
 from vlmem.progress import is_main_process, progress_bar
 from vlmem.recipe import Recipe, recipe_hash, write_lock
@@ -34,6 +35,7 @@ from vlmem.train.checkpoint import (
     write_checkpoint,
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
+from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
 
 console = Console(stderr=True)
@@ -74,13 +76,17 @@ def epoch_order(seed: int, epoch: int, n: int, needed: int) -> np.ndarray:
     return order
 
 
-def micro_batches(recipe: Recipe, plan: Plan, n: int, step: int, rank: int) -> list[list[int]]:
-    """This process's sample indices for each micro-batch of optimizer step `step`."""
+def micro_batches(recipe: Recipe, plan: Plan, n: int, step: int, rank: int, sampler=None) -> list[list[int]]:
+    """This process's sample indices for each micro-batch of optimizer step `step` (`sampler`: a
+    MixSampler over several folders, data.roots)."""
     t = recipe.train
-    epoch, in_epoch = divmod(step, plan.steps_per_epoch)
     per_step = plan.global_batch * t.grad_accum
-    order = epoch_order(recipe.run.seed, epoch, n, plan.steps_per_epoch * per_step)
-    chunk = order[in_epoch * per_step:(in_epoch + 1) * per_step]
+    if sampler is not None:
+        chunk = sampler.step_indices(step)
+    else:
+        epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+        order = epoch_order(recipe.run.seed, epoch, n, plan.steps_per_epoch * per_step)
+        chunk = order[in_epoch * per_step:(in_epoch + 1) * per_step]
     out = []
     for k in range(t.grad_accum):
         micro = chunk[k * plan.global_batch:(k + 1) * plan.global_batch]
@@ -100,7 +106,7 @@ class FeatureCache:
         of those rows only, for a batch collated without them (the loop decodes only uncached videos)."""
         from vlmem.model.vlm import encode_once_per_video
 
-        videos = [r["video"] for r in batch["rows"]]
+        videos = [video_key(r) for r in batch["rows"]]
         missing = [i for i, v in enumerate(videos) if v not in self.store]
         if missing:  # rows of the same uncached video are encoded once
             self.misses += len(missing)
@@ -148,17 +154,24 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
 
     seed_everything(recipe.run.seed)
     acc = make_accelerator(recipe)
-    root = Path(recipe.data.root)
-    all_rows = read_qa_table(root)
-    rows = select_rows(all_rows, root / "qa.parquet", recipe.data.train_split, recipe.data.question_types,
-                       recipe.data.max_samples)
+    roots = training_roots(recipe)
+    all_rows = {root: read_qa_table(root) for root in roots}
+    rows = {root: select_rows(all_rows[root], root / "qa.parquet", recipe.data.train_split, recipe.data.question_types,
+                              recipe.data.max_samples) for root in roots}
     spec = SampleSpec(frames=recipe.data.frames, image_size=m.vision.image_size, geometry=m.geometry.source,
                       cached_dir=m.geometry.cached_dir)
     saved_tok = (resume_from / "model") if resume_from else init_dir
-    # a tiny model's tokenizer is built from all the dataset's text (vocabulary only), else loaded
-    tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if saved_tok is None else None, saved=saved_tok)
-    dataset = QADataset(root, rows, spec, tokenizer)
+    # a tiny model's tokenizer is built from all the datasets' text (vocabulary only), else loaded
+    texts = [r for root in roots for r in all_rows[root]]
+    if recipe.data.eval_root and t.eval_every:
+        texts += read_qa_table(Path(recipe.data.eval_root))
+    tokenizer = load_tokenizer(recipe, texts=dataset_texts(texts) if saved_tok is None else None, saved=saved_tok)
+    if len(roots) == 1:
+        dataset = QADataset(roots[0], rows[roots[0]], spec, tokenizer)
+    else:
+        dataset = MixedDataset([QADataset(root, rows[root], spec, tokenizer) for root in roots])
     dataset.validate()
+    validator = Validator(recipe, tokenizer) if t.eval_every and not dry_run else None
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
@@ -173,6 +186,10 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         raise UsageError(f"nothing to train: train.phase = {t.phase} with train.trainable = {list(t.trainable)}")
 
     plan = make_plan(recipe, len(dataset), acc.num_processes)
+    sampler = None
+    if isinstance(dataset, MixedDataset):
+        sampler = MixSampler(recipe.run.seed, dataset.sizes, list(recipe.data.weights),
+                             plan.global_batch * t.grad_accum)
     optimizer = torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay)
     from transformers import get_cosine_schedule_with_warmup
 
@@ -249,7 +266,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                 console.print(message)
             done = step + 1
             log_now = done % t.log_every == 0 or done == plan.total_steps
-            micro = micro_batches(recipe, plan, len(dataset), step, rank)
+            micro = micro_batches(recipe, plan, len(dataset), step, rank, sampler)
             for k, indices in enumerate(micro):
                 # with the feature cache, frames and geometry are decoded only for the videos it lacks
                 batch = load(indices, media=cache is None)
@@ -289,6 +306,13 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                 window["tokens"] += int((batch["labels"] != -100).sum()) * acc.num_processes
                 window["samples"] += len(indices) * acc.num_processes
             window["time"] += time.perf_counter() - step_start
+            held_out = {}
+            if validator is not None and (done % t.eval_every == 0 or done == plan.total_steps):
+                held_out = validator.run(acc, core)  # main process only; the others wait
+                if held_out and not log_now:
+                    metrics.log({"step": done, **held_out})
+                    if t.tracker != "none":
+                        acc.log(held_out, step=done)
             if log_now:
                 record = {"step": done, "epoch": step // plan.steps_per_epoch, "loss": window["loss"] / window["n"],
                           "lr": scheduler.get_last_lr()[0], "grad_norm": last_grad_norm,
@@ -297,7 +321,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                           "data_wait_frac": window["wait"] / window["time"], "seconds": window["time"],
                           **memory_stats(mem_info, recipe.model.memory),
                           **{f"loss/{name}": float(v.detach()) for name, v in aux.items()},
-                          **{name: v / window["n"] for name, v in window["extra"].items()}}
+                          **{name: v / window["n"] for name, v in window["extra"].items()}, **held_out}
                 if cache:
                     record["feature_cache_hits"] = cache.hits
                 metrics.log(record)
