@@ -112,3 +112,24 @@ def test_bad_mixing_keys_are_one_config_error(two_folders, capsys):
     assert code == 2
     assert "data.weights has 1 entries but data.roots has 2" in err
     assert "train.tbptt_mode = 'per_chunk' needs train.tbptt_frames > 0" in err
+
+
+def test_eval_report_marks_what_the_run_trained_on(two_folders, one_thread):
+    args = [a for s in [*TINY[:-3], "train.max_steps=1", "data.question_types=[\"object_counting\"]",
+                        "run.name=countonly"] for a in ("--set", s)]
+    assert main(["train", "tiny/base", *args]) == 0
+    assert main(["eval", "vsibench", "--run", "runs/countonly", "--max-samples", "20"]) == 0
+    result = json.loads((two_folders / "runs/countonly/eval/vsibench.json").read_text())
+    b = result["baselines"]
+    assert b["trained_types"] == ["object_counting"] and b["trained_tasks"] == ["object_counting"]
+    counting = b["tasks"]["object_counting"]
+    assert counting["trained"] and counting["constant_source"] == "training split"
+    # the constant was fitted on the counting answers of both training folders' train splits
+    import pyarrow.parquet as pq
+
+    n_train = sum(1 for f in ("a", "b") for r in pq.read_table(f"data/{f}/qa.parquet").to_pylist()
+                  if r["split"] == "train" and r["question_type"] == "object_counting")
+    assert counting["constant_fit_on"] == n_train
+    assert not any(e["trained"] for t, e in b["tasks"].items() if t != "object_counting")
+    md = (two_folders / "runs/countonly/eval/vsibench.md").read_text()
+    assert "Trained on: object_counting." in md

@@ -119,9 +119,12 @@ def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: in
     records = predict(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                       recipe.eval.max_new_tokens, recipe.eval.batch_size, max_samples or recipe.eval.max_samples,
                       question_types=types)
+    from vlmem.eval.baselines import baselines_for
+
     score, _ = scorer_for(benchmark)
     result = score(records)
     result.update({"run": str(run), "data": str(data_root), "frames": n_frames})
+    result["baselines"] = baselines_for(benchmark, records, recipe)
     if hasattr(model, "retrieval_metrics"):  # contrastive models (BitGen): in-batch retrieval / matching
         result["retrieval"] = retrieval(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                                         max(2, recipe.eval.batch_size), max_samples or recipe.eval.max_samples,
