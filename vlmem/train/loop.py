@@ -37,6 +37,7 @@ from vlmem.train.checkpoint import (
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
+from vlmem.train.tbptt import chunk_count, encode_video, per_chunk_step
 
 console = Console(stderr=True)
 
@@ -193,7 +194,10 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     optimizer = torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay)
     from transformers import get_cosine_schedule_with_warmup
 
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
+    # per-chunk TBPTT steps the optimizer once per chunk: the schedule counts those steps
+    per_step = chunk_count(recipe.data.frames, t.tbptt_frames) if t.tbptt_mode == "per_chunk" else 1
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps * per_step),
+                                                plan.total_steps * per_step)
     model, optimizer = acc.prepare(model, optimizer)
     core = acc.unwrap_model(model)
     use_cache = t.cache_features and frozen_encoder(core, components)
@@ -219,7 +223,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         start_step = state["step"]
         with warnings.catch_warnings():  # replaying before any optimizer.step() is intended here
             warnings.simplefilter("ignore", UserWarning)
-            for _ in range(start_step):  # the schedule is a pure function of the step: replay it
+            for _ in range(start_step * per_step):  # the schedule is a pure function of the step: replay it
                 scheduler.step()
         metrics.truncate_after(start_step)
         if acc.is_main_process:
@@ -270,6 +274,19 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
             for k, indices in enumerate(micro):
                 # with the feature cache, frames and geometry are decoded only for the videos it lacks
                 batch = load(indices, media=cache is None)
+                if t.tbptt_mode == "per_chunk":  # a loss and an optimizer step per chunk (vlmem/train/tbptt.py)
+                    tokens = cache.tokens(core, batch, lambda rows, ix=indices: load([ix[r] for r in rows])) if cache \
+                        else encode_video(core, batch) if frozen_encoder(core, components) else None
+                    chunked = per_chunk_step(acc, model, core, optimizer, scheduler, batch, tokens, t,
+                                             return_info=log_now and k == len(micro) - 1)
+                    mem_info, aux, last_grad_norm = chunked.info, chunked.aux, chunked.grad_norm
+                    for name, value in chunked.metrics.items():
+                        window["extra"][name] = window["extra"].get(name, 0.0) + value
+                    window["loss"] += chunked.loss
+                    window["n"] += 1
+                    window["tokens"] += int((batch["labels"] != -100).sum()) * acc.num_processes * chunked.chunks
+                    window["samples"] += len(indices) * acc.num_processes
+                    continue
                 with acc.accumulate(model):
                     tokens = None
                     if cache:
