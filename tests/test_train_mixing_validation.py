@@ -93,6 +93,11 @@ def test_mixed_run_validates_at_the_right_steps_and_resumes_exactly(two_folders,
     assert "eval/overall" not in lines[1] and {"loss", "eval/overall"} <= set(lines[2])
     assert all(0.0 <= x["eval/overall"] <= 100.0 for x in (lines[0], lines[2]))
     final = load_file(str(run / "checkpoints/last/model/model.safetensors"))
+    # validation does not change training: the same run without it ends with the same weights
+    plain = [a for s in [*TINY[:-3], "train.log_every=3", "run.name=mixplain"] for a in ("--set", s)]
+    assert main(["train", "tiny/base", *plain]) == 0
+    unvalidated = load_file(str(two_folders / "runs/mixplain/checkpoints/last/model/model.safetensors"))
+    assert all(torch.equal(final[k], unvalidated[k]) for k in final)
     # resume from step 2: the same samples of both folders, the same weights bit for bit, the same lines
     shutil.rmtree(run / "checkpoints/000004")
     (run / "checkpoints/last").unlink()
