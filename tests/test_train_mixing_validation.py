@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,3 +140,28 @@ def test_eval_report_marks_what_the_run_trained_on(two_folders, one_thread):
     assert not any(e["trained"] for t, e in b["tasks"].items() if t != "object_counting")
     md = (two_folders / "runs/countonly/eval/vsibench.md").read_text()
     assert "Trained on: object_counting." in md
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+                    reason="accelerate launcher not installed")
+def test_two_processes_mix_and_validate_like_one(two_folders):
+    """Mixed sampling splits the global batch like single-folder sampling; validation runs on the
+    main process only and logs the same scores."""
+    sets = ["data.question_types=[]", "train.max_steps=3", "train.log_every=1", "data.frames=4",
+            "model.vision.image_size=32", "data.roots=[\"data/a\",\"data/b\"]", "data.root=data/a",
+            "train.eval_every=2", "train.eval_max_questions=6"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["train", "tiny/base", *args, "--set", "train.batch_size=4", "--set", "run.name=mix1"]) == 0
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "VLMEM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "-m", "vlmem", "train", "tiny/base",
+                           *args, "--set", "train.batch_size=2", "--set", "run.name=mix2"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = [json.loads(x) for x in (two_folders / "runs/mix1/metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (two_folders / "runs/mix2/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3]  # one line per step: main only
+    for a, b in zip(one, two, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a.get("eval/overall") == pytest.approx(b.get("eval/overall"))
+    assert "eval/overall" in one[1] and "eval/overall" in one[2] and "eval/overall" not in one[0]
