@@ -138,6 +138,8 @@ def test_eval_report_marks_what_the_run_trained_on(two_folders, one_thread):
                   if r["split"] == "train" and r["question_type"] == "object_counting")
     assert counting["constant_fit_on"] == n_train
     assert not any(e["trained"] for t, e in b["tasks"].items() if t != "object_counting")
+    # the constants of the families it did not train on still come from the training split's answers
+    assert all(e["constant_source"] == "training split" for e in b["tasks"].values() if "constant_source" in e)
     md = (two_folders / "runs/countonly/eval/vsibench.md").read_text()
     assert "Trained on: object_counting." in md
 

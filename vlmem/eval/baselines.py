@@ -4,7 +4,7 @@
   tasks exactly like the official scores (the three rel-direction levels averaged /3);
 * best constant (numeric, MRA): the one number that maximises the official Mean Relative
   Accuracy over the training split's answers of that question type (the run's training
-  folders), scored with the same MRA on the evaluated questions. Without training answers of
+  folders, every type of the split, whether the run trained on it or not), scored with the same MRA on the evaluated questions. Without training answers of
   a type the constant is chosen on the evaluated questions themselves, an oracle: an upper
   bound for any constant answer. `source` says which;
 * best constant (open QA): the most frequent training answer of the type, scored EM / F1;
@@ -73,21 +73,25 @@ def most_frequent(answers: Sequence[Any]) -> str:
     return Counter(str(a) for a in answers).most_common(1)[0][0]
 
 
-def training_rows(recipe) -> list[dict]:
-    """The run's training rows (data.roots or data.root, train split, data.question_types, max_samples);
-    [] when the folders are not on this machine."""
-    from vlmem.data.dataset import read_qa_table
+def training_rows(recipe) -> tuple[list[dict], list[dict]]:
+    """(every row of the run's training split, the rows it trained on): data.roots or data.root,
+    data.train_split; the second also narrowed by data.question_types and max_samples like
+    training. Empty when the folders are not on this machine."""
+    from vlmem.data.dataset import read_qa_table, select_rows
     from vlmem.errors import VlmemError
     from vlmem.train.mixing import training_roots
 
     d = recipe.data
-    rows: list[dict] = []
+    split: list[dict] = []
+    trained: list[dict] = []
     for root in training_roots(recipe):
         try:
-            rows += read_qa_table(Path(root), d.train_split, d.question_types, d.max_samples)
+            rows = read_qa_table(Path(root), d.train_split)
+            split += rows
+            trained += select_rows(rows, Path(root) / "qa.parquet", None, d.question_types, d.max_samples)
         except VlmemError:
             continue
-    return rows
+    return split, trained
 
 
 def _numeric_answers(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
@@ -191,8 +195,8 @@ def qa_baselines(records: Sequence[Mapping[str, Any]], train_rows: Sequence[Mapp
 def baselines_for(benchmark: str, records: Sequence[Mapping[str, Any]], recipe=None) -> dict[str, Any]:
     """Baselines of a benchmark's records; with a run's `recipe`, constants come from its training
     split and the trained families are marked."""
-    train_rows = training_rows(recipe) if recipe is not None else []
-    trained = sorted({str(r["question_type"]) for r in train_rows})
+    train_rows, trained_rows = training_rows(recipe) if recipe is not None else ([], [])
+    trained = sorted({str(r["question_type"]) for r in trained_rows})
     if benchmark == "qa":
         return qa_baselines(records, train_rows, trained)
     import importlib
