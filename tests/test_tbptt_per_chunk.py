@@ -9,7 +9,6 @@ import shutil
 import pytest
 import torch
 from accelerate import Accelerator
-
 from safetensors.torch import load_file
 
 from vlmem.cli import main

@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from vlmem.eval.baselines import baseline_scores
-
 from vlmem.recipe import Recipe, load_recipe
 from vlmem.recipe.load import ablation_variants, apply_overrides
 

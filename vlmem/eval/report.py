@@ -256,9 +256,8 @@ def score_predictions_file(
     Returns the result dict; when written, ``result["report_files"]`` holds the paths.
     Pass a rich ``console`` to also print the table.
     """
-    from vlmem.eval.predictions import load_predictions
-
     from vlmem.eval.baselines import baselines_for
+    from vlmem.eval.predictions import load_predictions
 
     score, required = scorer_for(benchmark)
     records = load_predictions(path, required=required)
