@@ -1,9 +1,10 @@
 """Several prepared folders in one run (`data.roots` + `data.weights`).
 
-Each global sample slot of optimizer step `s` draws its folder with
-`rng([seed, MIX, s]).choice(p=weights)`; the k-th draw of folder f takes entry k of
-f's own stream of seeded epoch permutations. Both are pure functions of (seed, step):
-counting the earlier draws of each folder replays the cheap folder choices only, so a
+Each global sample slot of optimizer step `s` draws its folder by weight: the choices of
+steps `[b*BLOCK, (b+1)*BLOCK)` are one `rng([seed, MIX, b]).choice(p=weights)` matrix. The
+k-th draw of folder f takes entry k of f's own stream of seeded epoch permutations. Both are
+pure functions of (seed, step): counting the earlier draws of each folder replays only the
+folder choices, a block at a time (a resume at step 100k replays ~100 matrices), so a
 resumed run (or a fresh sampler asked for any step) gets exactly the samples of an
 uninterrupted run.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from vlmem.data.dataset import QADataset
 
 MIX = 0x6D6978  # "mix": separates these streams from the single-folder epoch order
+BLOCK = 1024  # steps whose folder choices are drawn together
 
 
 def training_roots(recipe) -> list[Path]:
@@ -63,22 +65,30 @@ class MixSampler:
         p = np.asarray(weights if weights else sizes, dtype=np.float64)
         self.p = p / p.sum()
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-        self._next = 0  # draws of each folder over steps [0, _next)
+        self._blocks = 0  # draws of each folder over the first _blocks blocks
         self._counts = np.zeros(len(sizes), dtype=np.int64)
+        self._block: tuple[int, np.ndarray] | None = None
         self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def _choices(self, block: int) -> np.ndarray:
+        """[BLOCK, per_step] folder of every slot of the block's steps."""
+        if self._block is None or self._block[0] != block:
+            rng = np.random.default_rng([self.seed, MIX, block])
+            self._block = (block, rng.choice(len(self.sizes), size=(BLOCK, self.per_step), p=self.p))
+        return self._block[1]
 
     def folders(self, step: int) -> np.ndarray:
         """Which folder each slot of `step` draws from."""
-        rng = np.random.default_rng([self.seed, MIX, step])
-        return rng.choice(len(self.sizes), size=self.per_step, p=self.p)
+        return self._choices(step // BLOCK)[step % BLOCK]
 
     def _draws_before(self, step: int) -> np.ndarray:
-        if step < self._next:
-            self._next, self._counts = 0, np.zeros_like(self._counts)
-        while self._next < step:
-            self._counts += np.bincount(self.folders(self._next), minlength=len(self.sizes))
-            self._next += 1
-        return self._counts.copy()
+        block, row = divmod(step, BLOCK)
+        if block < self._blocks:
+            self._blocks, self._counts = 0, np.zeros_like(self._counts)
+        while self._blocks < block:
+            self._counts += np.bincount(self._choices(self._blocks).ravel(), minlength=len(self.sizes))
+            self._blocks += 1
+        return self._counts + np.bincount(self._choices(block)[:row].ravel(), minlength=len(self.sizes))
 
     def _permutation(self, folder: int, epoch: int) -> np.ndarray:
         key = (folder, epoch)
