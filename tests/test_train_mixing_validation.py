@@ -167,3 +167,10 @@ def test_two_processes_mix_and_validate_like_one(two_folders):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
         assert a.get("eval/overall") == pytest.approx(b.get("eval/overall"))
     assert "eval/overall" in one[1] and "eval/overall" in one[2] and "eval/overall" not in one[0]
+
+
+def test_a_missing_held_out_split_fails_before_training(two_folders, capsys):
+    code = main(["train", "tiny/base", "--dry-run", "--set", "data.root=data/a", "--set", "train.eval_every=5",
+                 "--set", "data.eval_split=heldout"])
+    err = capsys.readouterr().err
+    assert code == 1 and "data/a/qa.parquet" in err and "split='heldout'" in err

@@ -172,7 +172,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     else:
         dataset = MixedDataset([QADataset(root, rows[root], spec, tokenizer) for root in roots])
     dataset.validate()
-    validator = Validator(recipe, tokenizer) if t.eval_every and not dry_run else None
+    validator = Validator(recipe, tokenizer) if t.eval_every else None  # reads the held-out split up front
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
