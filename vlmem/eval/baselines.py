@@ -180,7 +180,7 @@ def qa_baselines(records: Sequence[Mapping[str, Any]], train_rows: Sequence[Mapp
         answer = most_frequent(pool)
         scores = [score_sample(answer, r["ground_truth"]) for r in rows]
         all_scores += scores
-        per_type[qtype] = {"constant": answer, "constant_source": source,
+        per_type[qtype] = {"constant": answer, "constant_source": source, "constant_fit_on": len(pool),
                            "exact_match": 100.0 * float(np.mean([s[0] for s in scores])),
                            "f1": 100.0 * float(np.mean([s[1] for s in scores])),
                            "trained": qtype in set(trained_types)}
