@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vlmem.eval.baselines import baseline_scores
 from vlmem.recipe import Recipe, load_recipe
 from vlmem.recipe.load import ablation_variants, apply_overrides
 
@@ -84,6 +85,7 @@ def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bo
         failures = _run_parallel(todo, len(variants), jobs, benchmark, max_eval_samples)
     failed = {label for label, _, _ in failures}
     rows = []
+    baseline = None
     for label, variant in variants:
         run_dir = Path(variant.run.output_dir)
         name, _, seed = label.partition("/seed")
@@ -91,10 +93,12 @@ def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bo
         if label in failed:  # the table still lists it, marked, so nobody reads a missing row as "not run"
             rows.append({**row, "overall": None, "minutes": None, "status": "failed"})
             continue
-        overall, tasks = _score_of(json.loads((run_dir / "eval" / f"{benchmark}.json").read_text()))
+        result = json.loads((run_dir / "eval" / f"{benchmark}.json").read_text())
+        baseline = baseline or (baseline_scores(result) if result.get("baselines") else None)
+        overall, tasks = _score_of(result)
         rows.append({**row, "overall": overall, **tasks, "minutes": _train_minutes(run_dir), "status": "ok"})
     if len(failed) < len(rows):  # a table of the variants that finished (failed ones marked)
-        write_tables(rows, out)
+        write_tables(rows, out, baseline)
     if failures:
         _raise_first(failures, len(rows))
     return out
@@ -285,7 +289,9 @@ def _columns(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r))
 
 
-def write_tables(rows: list[dict], out: Path) -> None:
+def write_tables(rows: list[dict], out: Path, baseline: tuple[dict, set] | None = None) -> None:
+    """ablation.csv / .md / .png; `baseline`: (flat scores, trained keys) of the blind baselines on the
+    same questions (vlmem/eval/baselines.py), a row and column marks of the markdown table."""
     summary = summarise(rows)
     if not summary:
         return
@@ -297,7 +303,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
         writer.writerows(rows)
     os.replace(tmp, out / "ablation.csv")
     base = summary[0]
-    lines = ["| variant | seeds | " + " | ".join(columns) + " | Δ overall |",
+    flat, trained = baseline or ({}, set())
+    lines = ["| variant | seeds | " + " | ".join(f"{c}*" if c in trained else c for c in columns) + " | Δ overall |",
              "|---|---|" + "---|" * len(columns) + "---|"]
     for s in summary:
         cells = []
@@ -307,13 +314,23 @@ def write_tables(rows: list[dict], out: Path) -> None:
         delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
         name = s["variant"] + (f" (**failed**: {s['failed']} of {s['seeds']})" if s["failed"] else "")
         lines.append(f"| {name} | {s['seeds']} | " + " | ".join(cells) + f" | {'-' if delta is None else f'{delta:+.2f}'} |")
-    (out / "ablation.md").write_text(f"Deltas are against the first row ({base['variant']}).\n\n" + "\n".join(lines) + "\n")
+    notes = f"Deltas are against the first row ({base['variant']})."
+    if baseline:
+        cells = ["-" if flat.get(c) is None else f"{flat[c]:.2f}" for c in columns]
+        lines.append("| *blind baseline* | - | " + " | ".join(cells) + " | - |")
+        notes += (" *blind baseline*: chance on multiple choice, the best constant answer (from the training "
+                  "split) on numeric tasks, on the same questions (docs/evaluation.md \"Baselines\").")
+        if trained:
+            notes += " `*`: a task family the runs trained on."
+    (out / "ablation.md").write_text(notes + "\n\n" + "\n".join(lines) + "\n")
     _plot(summary, out / "ablation.png")
     table = Table("variant", "seeds", "overall", "Δ", title=str(out))
     for s in summary:
         delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
         table.add_row(s["variant"], str(s["seeds"]), "-" if s.get("overall") is None else f"{s['overall']:.2f}",
                       "-" if delta is None else f"{delta:+.2f}")
+    if flat.get("overall") is not None:
+        table.add_row("blind baseline", "-", f"{flat['overall']:.2f}", "-", style="dim")
     Console().print(table)
 
 

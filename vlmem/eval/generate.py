@@ -13,9 +13,11 @@ from vlmem.progress import progress_bar
 
 
 def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, max_new_tokens: int = 16,
-            batch_size: int = 1, max_samples: int = 0, question_types=()) -> list[dict]:
-    """One record per question: id, question_type, ground_truth, prediction, options, dataset, num_frames, duration."""
-    rows = read_qa_table(Path(data_root), split, question_types, max_samples)
+            batch_size: int = 1, max_samples: int = 0, question_types=(), rows: list[dict] | None = None) -> list[dict]:
+    """One record per question: id, question_type, ground_truth, prediction, options, dataset, num_frames, duration.
+    `rows`: these rows of `data_root` instead of reading the split (training's held-out subset)."""
+    if rows is None:
+        rows = read_qa_table(Path(data_root), split, question_types, max_samples)
     m = recipe.model
     spec = SampleSpec.for_model(m, frames)
     dataset = QADataset(Path(data_root), rows, spec, tokenizer=None)
@@ -90,7 +92,8 @@ def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
     return encode_once_per_video(model, batch["frames"], batch.get("geometry"), [r["video"] for r in batch["rows"]])
 
 
-def _benchmark_types(benchmark: str, recipe) -> tuple[str, ...]:
+def benchmark_question_types(benchmark: str, recipe) -> tuple[str, ...]:
+    """The question types `vlmem eval <benchmark>` answers (() = every type of the split)."""
     types: tuple[str, ...] = ()
     if benchmark in ("vsibench", "vstibench"):  # a dataset may mix both families: answer only this one's types
         import importlib
@@ -136,16 +139,19 @@ def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: in
     recipe = load_run_recipe(run, overrides)
     data_root = Path(data or recipe.data.root)
     n_frames = frames or recipe.eval.frames or recipe.data.frames
-    types = _benchmark_types(benchmark, recipe)
+    types = benchmark_question_types(benchmark, recipe)
     check_eval_data(recipe, data_root, split or recipe.eval.split, n_frames, types,
                     max_samples or recipe.eval.max_samples)
     recipe, model, tokenizer = load_trained(run, overrides=overrides)
     records = predict(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                       recipe.eval.max_new_tokens, recipe.eval.batch_size, max_samples or recipe.eval.max_samples,
                       question_types=types)
+    from vlmem.eval.baselines import baselines_for
+
     score, _ = scorer_for(benchmark)
     result = score(records)
     result.update({"run": str(run), "data": str(data_root), "frames": n_frames})
+    result["baselines"] = baselines_for(benchmark, records, recipe)
     if hasattr(model, "retrieval_metrics"):  # contrastive models (BitGen): in-batch retrieval / matching
         result["retrieval"] = retrieval(model, tokenizer, recipe, data_root, split or recipe.eval.split, n_frames,
                                         max(2, recipe.eval.batch_size), max_samples or recipe.eval.max_samples,

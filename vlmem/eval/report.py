@@ -98,7 +98,7 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt(result.get("lenient", {}).get("overall")),
             ]
         )
-        return header, rows
+        return _with_baselines(header, rows, result.get("baselines"), "tasks")
     header = ["question_type", "n", "exact match", "token F1"]
     rows = [
         [t, str(m["count"]), _fmt(m["exact_match"]), _fmt(m["f1"])] for t, m in official["per_type"].items()
@@ -111,7 +111,45 @@ def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _fmt(official["metrics"]["f1"]),
         ]
     )
+    return _with_baselines(header, rows, result.get("baselines"), "per_type")
+
+
+def _with_baselines(header: list[str], rows: list[list[str]], baselines: dict | None, key: str):
+    """Add the blind-baseline columns (vlmem/eval/baselines.py) and the trained-on mark."""
+    if not baselines:
+        return header, rows
+    per = baselines.get(key, {})
+    if key == "tasks":  # one column: chance for MC tasks, best constant for numeric ones
+        header = [*header, "chance / best const.", "trained"]
+        for r in rows[:-1]:
+            b = per.get(r[0], {})
+            value = b.get("chance") if b.get("chance") is not None else b.get("constant")
+            r += [_fmt(value), "yes" if b.get("trained") else ""]
+        rows[-1] += [_fmt(baselines.get("overall")), ""]
+    else:
+        header = [*header, "const. EM", "const. F1", "trained"]
+        for r in rows[:-1]:
+            b = per.get(r[0], {})
+            r += [_fmt(b.get("exact_match")), _fmt(b.get("f1")), "yes" if b.get("trained") else ""]
+        m = baselines.get("metrics", {})
+        rows[-1] += [_fmt(m.get("exact_match")), _fmt(m.get("f1")), ""]
     return header, rows
+
+
+def baseline_details(baselines: dict) -> list[str]:
+    """Markdown lines: where each constant came from, and what the run trained on."""
+    lines = ["## Baselines", "", f"*{baselines.get('note', '')}*", ""]
+    trained = baselines.get("trained_types")
+    lines += [f"Trained on: {', '.join(trained)}." if trained else
+              "Trained on: unknown (no run, or its training folders are not on this machine).", ""]
+    per = baselines.get("tasks") or baselines.get("per_type") or {}
+    rows = [[name, f"{b['constant_value']:.4g}" if "constant_value" in b else str(b["constant"]),
+             b.get("constant_source", ""), str(b.get("constant_fit_on", ""))]
+            for name, b in per.items() if "constant_value" in b or isinstance(b.get("constant"), str)]
+    if rows:
+        lines += [_md_table(["task", "constant answer", "chosen on", "answers"], rows), ""]
+    lines += [f"- {w}" for w in baselines.get("warnings", [])]
+    return lines
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -160,6 +198,8 @@ def render_markdown(result: dict[str, Any], benchmark: str) -> str:
         parts += ["## Image-text retrieval and matching", "",
                   f"*{r.get('note', '')}; batches of {r.get('batch_size')}, {r.get('samples')} samples*", "",
                   _md_table(keys, [[f"{r[k]:.4f}" for k in keys]]), ""]
+    if result.get("baselines"):
+        parts += baseline_details(result["baselines"]) + [""]
     if result.get("warnings"):
         parts += ["## Warnings", ""] + [f"- {w}" for w in result["warnings"]] + [""]
     return "\n".join(parts)
@@ -206,6 +246,10 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
         console.print(line)
     if "lenient" in result:
         console.print(f"[dim]{result['lenient'].get('note', '')}[/dim]")
+    if result.get("baselines"):
+        b = result["baselines"]
+        trained = ", ".join(b.get("trained_types") or []) or "unknown"
+        console.print(f"[dim]baselines on the same questions: {b.get('note', '')}; trained on: {trained}[/dim]")
     if result.get("retrieval"):
         r = result["retrieval"]
         console.print("retrieval (" + r.get("note", "") + "): " + ", ".join(
@@ -227,6 +271,7 @@ def score_predictions_file(
     Returns the result dict; when written, ``result["report_files"]`` holds the paths.
     Pass a rich ``console`` to also print the table.
     """
+    from vlmem.eval.baselines import baselines_for
     from vlmem.eval.predictions import load_predictions
 
     score, required = scorer_for(benchmark)
@@ -238,6 +283,7 @@ def score_predictions_file(
     if data is not None:
         check_prediction_ids(records, Path(data), path)
     result = score(records)
+    result["baselines"] = baselines_for(benchmark, records)
     result["predictions_file"] = str(path)
     if out_dir is not None:
         files = write_report(result, out_dir, benchmark)

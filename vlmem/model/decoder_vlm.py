@@ -93,7 +93,8 @@ class DecoderVLM(MemoryVLM):
         self.bos_id, self.eos_id, self.pad_id = int(bos_id), int(eos_id), int(pad_id)
 
     # -- context -------------------------------------------------------------------------
-    def _visual(self, frames, geometry, tokens, input_ids, tbptt_frames=0, return_info=False, consistency=False):
+    def _visual(self, frames, geometry, tokens, input_ids, tbptt_frames=0, return_info=False, consistency=False,
+                memory_state=None):
         """(visual context [B, V, H] or None without vision, memory state, aux dict)."""
         if not self.cfg.decoder.use_vision:  # the no-vision ablation: frames are never read
             dev = input_ids.device
@@ -102,7 +103,7 @@ class DecoderVLM(MemoryVLM):
             return None, state, ({"consistency": torch.zeros((), device=dev)} if consistency else {})
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info)
+        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info, memory_state)
         if consistency:
             aux["consistency"] = self.consistency_loss(tokens, m)
         return self.visual_embeds(self.hand_on(tokens, m)), state, aux
@@ -141,12 +142,13 @@ class DecoderVLM(MemoryVLM):
 
     # -- training / inference ------------------------------------------------------------
     def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0,
-                return_info=False, consistency=False):
+                return_info=False, consistency=False, memory_state=None):
         """(loss, answer logits [B, Ly, V], memory state, aux); aux["metrics"]["halt_loss"] with TRM halting.
 
         Without labels the logits are the first answer position's (plain) or all answer slots' (TRM)."""
         b = input_ids.shape[0]
-        visual, state, aux = self._visual(frames, geometry, tokens, input_ids, tbptt_frames, return_info, consistency)
+        visual, state, aux = self._visual(frames, geometry, tokens, input_ids, tbptt_frames, return_info, consistency,
+                                          memory_state)
         context, mask = self._context(visual, input_ids, attention_mask, labels)
         if labels is not None:
             answer_ids, target = self._answers(labels)

@@ -121,13 +121,15 @@ class MemoryVLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     # -- stage 2: memory over frames -------------------------------------------
-    def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False):
+    def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False, state=None):
         """tokens [B,T,N,D] -> (memory read-out M [B,T,N,D], final state, per-frame info dict).
 
         With `tbptt_frames` the video is scanned in chunks whose state is detached between
-        them (truncated backprop through time)."""
+        them (truncated backprop through time). `state`: carry on from it (train.tbptt_mode =
+        "per_chunk") instead of an empty memory."""
         b, n = tokens.shape[0], tokens.shape[2]
-        state = self.memory.init_state(b, tokens.device, tokens.dtype, tokens_per_frame=n)
+        if state is None:
+            state = self.memory.init_state(b, tokens.device, tokens.dtype, tokens_per_frame=n)
         return self.memory.scan_truncated(tokens, state, tbptt_frames, return_info)
 
     def hand_on(self, tokens: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -174,14 +176,15 @@ class MemoryVLM(nn.Module):
 
     # -- training / inference ----------------------------------------------------
     def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0,
-                return_info=False, consistency=False):
-        """Returns (loss, logits, memory_state, aux). Precomputed `tokens` skip `encode_frames`.
+                return_info=False, consistency=False, memory_state=None):
+        """Returns (loss, logits, memory_state, aux). Precomputed `tokens` skip `encode_frames`;
+        `memory_state` continues a video's memory (per-chunk TBPTT) instead of starting empty.
 
         `aux` holds the memory's per-frame info with `return_info`, and the consistency loss
         under "consistency" with `consistency`."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info)
+        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info, memory_state)
         if consistency:
             aux["consistency"] = self.consistency_loss(tokens, m)
         visual = self.visual_embeds(self.hand_on(tokens, m))

@@ -185,8 +185,31 @@ def check_combinations(recipe: Recipe) -> list[str]:
         problems.append("train.trainable: 'lm_lora' and 'lm' are exclusive (LoRA adapters vs full fine-tuning)")
     problems.extend(_decoder_problems(recipe, trainable))
     problems.extend(_bitgen_problems(recipe, trainable))
+    problems.extend(_training_data_problems(recipe))
     if t.mixed_precision == "fp16":
         problems.append("train.mixed_precision = 'fp16' is not supported (memory buffers overflow in fp16): use 'bf16' or 'no'")
+    return problems
+
+
+def _training_data_problems(recipe: Recipe) -> list[str]:
+    """Dataset mixing, held-out evaluation and per-chunk TBPTT (docs/training.md)."""
+    d, t = recipe.data, recipe.train
+    problems = []
+    if d.weights and len(d.weights) != len(d.roots):
+        problems.append(f"data.weights has {len(d.weights)} entries but data.roots has {len(d.roots)}: give one weight "
+                        "per root (or weights = [] to sample in proportion to each folder's size)")
+    if any(w < 0 for w in d.weights) or (d.weights and not sum(d.weights) > 0):
+        problems.append(f"data.weights = {list(d.weights)}: weights must be >= 0 with a positive sum")
+    if len(set(d.roots)) != len(d.roots):
+        problems.append(f"data.roots = {list(d.roots)} names a folder twice: raise its weight instead")
+    if t.tbptt_mode == "per_chunk":
+        if not t.tbptt_frames:
+            problems.append("train.tbptt_mode = 'per_chunk' needs train.tbptt_frames > 0 (the chunk length)")
+        if t.grad_accum != 1:
+            problems.append(f"train.tbptt_mode = 'per_chunk' steps the optimizer once per chunk: train.grad_accum = "
+                            f"{t.grad_accum} must be 1")
+        if recipe.model.kind == "bitgen":
+            problems.append("train.tbptt_mode = 'per_chunk' is for model.kind = 'memory_vlm': use 'truncate' with bitgen")
     return problems
 
 

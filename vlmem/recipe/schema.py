@@ -26,8 +26,12 @@ class RunConfig(Section):
 
 class DataConfig(Section):
     root: str = "data/synth"  # a `vlmem prepare-data` folder
+    # several prepared folders mixed in one run (docs/training.md "Dataset mixing"); [] = [root]
+    roots: list[str] = []
+    weights: list[float] = []  # sampling weight per entry of roots; [] = proportional to each folder's size
     train_split: str = "train"
-    eval_split: str = "eval"
+    eval_split: str = "eval"  # held-out split for train.eval_every
+    eval_root: str = ""  # folder of the held-out split for train.eval_every; "" = data.root
     frames: int = Field(16, ge=1, le=4096)  # frames sampled per video
     sampling: Literal["uniform", "stream"] = "uniform"
     question_types: list[str] = []  # [] = every type in the dataset
@@ -185,10 +189,15 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
     tbptt_frames: int = Field(0, ge=0)  # 0 = backprop through the whole video
+    # "truncate": one loss + step per video, gradient cut every tbptt_frames frames; "per_chunk": a loss
+    # and optimizer step per chunk, memory state carried detached (docs/training.md)
+    tbptt_mode: Literal["truncate", "per_chunk"] = "truncate"
     cache_features: bool = False
     save_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
+    eval_every: int = Field(0, ge=0)  # steps between held-out evaluations (data.eval_split); 0 = none
+    eval_max_questions: int = Field(64, ge=1)  # questions per held-out evaluation (a fixed, seeded subset)
     aux_consistency_weight: float = Field(0.0, ge=0.0)  # 1 - cos(M_t, H_t), docs/training.md
     aux_utilisation_weight: float = Field(0.0, ge=0.0)  # dual-memory gate balance (mean g - 1/2)^2, docs/training.md
     memory_lora_r: int = Field(0, ge=0)  # LoRA rank on the memory attention; 0 = train it in full

@@ -35,8 +35,11 @@ from vlmem.train.checkpoint import (
     write_checkpoint,
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
+from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
 from vlmem.train.resume import fingerprint, load_training_state, verify_training_state
+from vlmem.train.tbptt import chunk_count, encode_video, per_chunk_step
+from vlmem.train.validate import Validator
 
 console = Console(stderr=True)
 
@@ -76,13 +79,17 @@ def epoch_order(seed: int, epoch: int, n: int, needed: int) -> np.ndarray:
     return order
 
 
-def micro_batches(recipe: Recipe, plan: Plan, n: int, step: int, rank: int) -> list[list[int]]:
-    """This process's sample indices for each micro-batch of optimizer step `step`."""
+def micro_batches(recipe: Recipe, plan: Plan, n: int, step: int, rank: int, sampler=None) -> list[list[int]]:
+    """This process's sample indices for each micro-batch of optimizer step `step` (`sampler`: a
+    MixSampler over several folders, data.roots)."""
     t = recipe.train
-    epoch, in_epoch = divmod(step, plan.steps_per_epoch)
     per_step = plan.global_batch * t.grad_accum
-    order = epoch_order(recipe.run.seed, epoch, n, plan.steps_per_epoch * per_step)
-    chunk = order[in_epoch * per_step:(in_epoch + 1) * per_step]
+    if sampler is not None:
+        chunk = sampler.step_indices(step)
+    else:
+        epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+        order = epoch_order(recipe.run.seed, epoch, n, plan.steps_per_epoch * per_step)
+        chunk = order[in_epoch * per_step:(in_epoch + 1) * per_step]
     out = []
     for k in range(t.grad_accum):
         micro = chunk[k * plan.global_batch:(k + 1) * plan.global_batch]
@@ -102,7 +109,7 @@ class FeatureCache:
         of those rows only, for a batch collated without them (the loop decodes only uncached videos)."""
         from vlmem.model.vlm import encode_once_per_video
 
-        videos = [r["video"] for r in batch["rows"]]
+        videos = [video_key(r) for r in batch["rows"]]
         missing = [i for i, v in enumerate(videos) if v not in self.store]
         if missing:  # rows of the same uncached video are encoded once
             self.misses += len(missing)
@@ -154,16 +161,23 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
 
     seed_everything(recipe.run.seed)
     acc = make_accelerator(recipe)
-    root = Path(recipe.data.root)
-    all_rows = read_qa_table(root)
-    rows = select_rows(all_rows, root / "qa.parquet", recipe.data.train_split, recipe.data.question_types,
-                       recipe.data.max_samples)
+    roots = training_roots(recipe)
+    all_rows = {root: read_qa_table(root) for root in roots}
+    rows = {root: select_rows(all_rows[root], root / "qa.parquet", recipe.data.train_split, recipe.data.question_types,
+                              recipe.data.max_samples) for root in roots}
     spec = SampleSpec.for_model(m, recipe.data.frames)
     saved_tok = (resume_from / "model") if resume_from else init_dir
-    # a tiny model's tokenizer is built from all the dataset's text (vocabulary only), else loaded
-    tokenizer = load_tokenizer(recipe, texts=dataset_texts(all_rows) if saved_tok is None else None, saved=saved_tok)
-    dataset = QADataset(root, rows, spec, tokenizer)
+    # a tiny model's tokenizer is built from all the datasets' text (vocabulary only), else loaded
+    texts = [r for root in roots for r in all_rows[root]]
+    if recipe.data.eval_root and t.eval_every:
+        texts += read_qa_table(Path(recipe.data.eval_root))
+    tokenizer = load_tokenizer(recipe, texts=dataset_texts(texts) if saved_tok is None else None, saved=saved_tok)
+    if len(roots) == 1:
+        dataset = QADataset(roots[0], rows[roots[0]], spec, tokenizer)
+    else:
+        dataset = MixedDataset([QADataset(root, rows[root], spec, tokenizer) for root in roots])
     dataset.validate(all_videos=all_videos)
+    validator = Validator(recipe, tokenizer) if t.eval_every else None  # reads the held-out split up front
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
@@ -178,10 +192,17 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         raise UsageError(f"nothing to train: train.phase = {t.phase} with train.trainable = {list(t.trainable)}")
 
     plan = make_plan(recipe, len(dataset), acc.num_processes)
+    sampler = None
+    if isinstance(dataset, MixedDataset):
+        sampler = MixSampler(recipe.run.seed, dataset.sizes, list(recipe.data.weights),
+                             plan.global_batch * t.grad_accum)
     optimizer = torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay)
     from transformers import get_cosine_schedule_with_warmup
 
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
+    # per-chunk TBPTT steps the optimizer once per chunk: the schedule counts those steps
+    per_step = chunk_count(recipe.data.frames, t.tbptt_frames) if t.tbptt_mode == "per_chunk" else 1
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps * per_step),
+                                                plan.total_steps * per_step)
     model, optimizer = acc.prepare(model, optimizer)
     core = acc.unwrap_model(model)
     use_cache = t.cache_features and frozen_encoder(core, components)
@@ -208,7 +229,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         start_step = int(state["step"])
         with warnings.catch_warnings():  # replaying before any optimizer.step() is intended here
             warnings.simplefilter("ignore", UserWarning)
-            for _ in range(start_step):  # the schedule is a pure function of the step: replay it
+            for _ in range(start_step * per_step):  # the schedule is a pure function of the step: replay it
                 scheduler.step()
         metrics.truncate_after(start_step)
         if acc.is_main_process:
@@ -256,10 +277,23 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                 console.print(message)
             done = step + 1
             log_now = done % t.log_every == 0 or done == plan.total_steps
-            micro = micro_batches(recipe, plan, len(dataset), step, rank)
+            micro = micro_batches(recipe, plan, len(dataset), step, rank, sampler)
             for k, indices in enumerate(micro):
                 # with the feature cache, frames and geometry are decoded only for the videos it lacks
                 batch = load(indices, media=cache is None)
+                if t.tbptt_mode == "per_chunk":  # a loss and an optimizer step per chunk (vlmem/train/tbptt.py)
+                    tokens = cache.tokens(core, batch, lambda rows, ix=indices: load([ix[r] for r in rows])) if cache \
+                        else encode_video(core, batch) if frozen_encoder(core, components) else None
+                    chunked = per_chunk_step(acc, model, core, optimizer, scheduler, batch, tokens, t,
+                                             return_info=log_now and k == len(micro) - 1)
+                    mem_info, aux, last_grad_norm = chunked.info, chunked.aux, chunked.grad_norm
+                    for name, value in chunked.metrics.items():
+                        window["extra"][name] = window["extra"].get(name, 0.0) + value
+                    window["loss"] += chunked.loss
+                    window["n"] += 1
+                    window["tokens"] += int((batch["labels"] != -100).sum()) * acc.num_processes * chunked.chunks
+                    window["samples"] += len(indices) * acc.num_processes
+                    continue
                 with acc.accumulate(model):
                     tokens = None
                     if cache:
@@ -296,6 +330,13 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                 window["tokens"] += int((batch["labels"] != -100).sum()) * acc.num_processes
                 window["samples"] += len(indices) * acc.num_processes
             window["time"] += time.perf_counter() - step_start
+            held_out = {}
+            if validator is not None and (done % t.eval_every == 0 or done == plan.total_steps):
+                held_out = validator.run(acc, core)  # main process only; the others wait
+                if held_out and not log_now:
+                    metrics.log({"step": done, **held_out})
+                    if t.tracker != "none":
+                        acc.log(held_out, step=done)
             if log_now:
                 record = {"step": done, "epoch": step // plan.steps_per_epoch, "loss": window["loss"] / window["n"],
                           "lr": scheduler.get_last_lr()[0], "grad_norm": last_grad_norm,
@@ -304,7 +345,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                           "data_wait_frac": window["wait"] / window["time"], "seconds": window["time"],
                           **memory_stats(mem_info, recipe.model.memory),
                           **{f"loss/{name}": float(v.detach()) for name, v in aux.items()},
-                          **{name: v / window["n"] for name, v in window["extra"].items()}}
+                          **{name: v / window["n"] for name, v in window["extra"].items()}, **held_out}
                 if cache:
                     record["feature_cache_hits"] = cache.hits
                 metrics.log(record)

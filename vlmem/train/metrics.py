@@ -52,8 +52,10 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_curves(metrics_path: Path, out: Path) -> Path | None:
-    """Loss, lr, memory fill rates and gate statistics against step."""
-    records = [r for r in read_metrics(metrics_path) if "loss" in r]
+    """Loss, lr, memory fill rates, gate statistics and held-out scores (train.eval_every) against step."""
+    lines = read_metrics(metrics_path)
+    records = [r for r in lines if "loss" in r]
+    held_out = [r for r in lines if any(k.startswith("eval/") and k != "eval/questions" for k in r)]
     if not records:
         return None
     import matplotlib
@@ -61,15 +63,18 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in records]
     panels = [("loss", ["loss"]), ("learning rate", ["lr"]),
               ("memory fill", sorted({k for r in records for k in r if k.startswith("mem/fill")})),
               ("memory gate / stats", sorted({k for r in records for k in r if k.startswith("mem/") and "fill" not in k}))]
-    panels = [(title, keys) for title, keys in panels if keys]
+    panels = [(title, keys, records) for title, keys in panels if keys]
+    if held_out:
+        keys = sorted({k for r in held_out for k in r if k.startswith("eval/") and k != "eval/questions"})
+        panels.append(("held-out score (%)", keys, held_out))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
-    for ax, (title, keys) in zip(axes if len(panels) > 1 else [axes], panels, strict=True):
+    for ax, (title, keys, rows) in zip(axes if len(panels) > 1 else [axes], panels, strict=True):
         for key in keys:
-            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key)
+            ax.plot([r["step"] for r in rows], [r.get(key, float("nan")) for r in rows], label=key,
+                    marker="o" if rows is held_out else None)
         ax.set_title(title)
         ax.set_xlabel("step")
         if len(keys) > 1 or title != keys[0]:
