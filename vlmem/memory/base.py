@@ -229,8 +229,9 @@ def attend_buffer(mha: nn.MultiheadAttention, q: torch.Tensor, k_buf: torch.Tens
     if hi == 0:
         z = q.new_zeros(B, N, D)
         return z, (q.new_zeros(B, L) if return_weights else None)
-    k = k_buf[:, :, :hi].reshape(B, H, hi * Nk, hd)
-    v = v_buf[:, :, :hi].reshape(B, H, hi * Nk, hd)
+    # a full buffer is read unsliced: a slice's backward zero-fills a gradient of the whole buffer
+    k = (k_buf if hi == L else k_buf[:, :, :hi]).reshape(B, H, hi * Nk, hd)
+    v = (v_buf if hi == L else v_buf[:, :, :hi]).reshape(B, H, hi * Nk, hd)
     mask = None
     if lo != hi:
         valid = torch.arange(hi, device=fill.device)[None, :] < fill[:, None]  # [B, hi]

@@ -44,9 +44,12 @@ def episodic_state(B: int, H: int, L: int, hd: int, N: int, device, dtype) -> di
 
 
 def episodic_write(mha: nn.MultiheadAttention, x: torch.Tensor, st: MemoryState, L: int,
-                   write: torch.Tensor | None = None, inplace: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                   write: torch.Tensor | None = None, inplace: bool = False,
+                   private: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Write x [B, N, D] (append, or replace the most cosine-similar entry when full).
-    `write` [B] bool (salience gate) disables the write per video.
+    `write` [B] bool (salience gate) disables the write per video. `private`: the state's buffers
+    belong to the calling scan, so the unit vectors (never differentiated, read by no autograd node)
+    are written in place even under autograd, not copied per frame.
     Returns (updated state fields, info: e_slot, e_replaced, e_replace_sim)."""
     B, N, D = x.shape
     e_unit = ensure_tokens(st.e_unit, N * D, 2, "episodic memory")
@@ -64,7 +67,7 @@ def episodic_write(mha: nn.MultiheadAttention, x: torch.Tensor, st: MemoryState,
     upd = dict(
         e_k=write_slot(ensure_tokens(st.e_k, N, 3, "episodic memory"), slot, k, inplace, every),
         e_v=write_slot(ensure_tokens(st.e_v, N, 3, "episodic memory"), slot, v, inplace, every),
-        e_unit=write_slot(e_unit[:, None, :, None], slot, u[:, None, None], inplace, every)[:, 0, :, 0],
+        e_unit=write_slot(e_unit[:, None, :, None], slot, u[:, None, None], inplace or private, every)[:, 0, :, 0],
         e_fill=torch.clamp(st.e_fill + (slot >= 0).long(), max=L),
         e_idx=write_index(st.e_idx, slot, st.t),
     )
@@ -86,6 +89,10 @@ class EpisodicScan:
         self.mha, self.st, self.L = mha, st, L
         self.lo, self.hi = min(fill), max(fill)
         self.old_k, self.old_v = (ensure_tokens(b, N, 3, "episodic memory") for b in (st.e_k, st.e_v))
+        B, H, hd = self.old_k.shape[0], self.old_k.shape[1], self.old_k.shape[4]
+        # the old filled slots as read by every frame, sliced once (each slice's backward zero-fills
+        # a gradient of the whole buffer)
+        self.old_kv = tuple(b[:, :, :self.hi].reshape(B, H, self.hi * N, hd) for b in (self.old_k, self.old_v))
         self.keys, self.values, self.written = [], [], []
         self.slots = None  # the state's episodic fields, once some buffer is full
         self.n = 0  # frames written
@@ -101,8 +108,8 @@ class EpisodicScan:
             return q.new_zeros(B, N, H * hd)
         ks, vs = list(self.keys), list(self.values)
         if hi:
-            ks.insert(0, self.old_k[:, :, :hi].reshape(B, H, hi * N, hd))
-            vs.insert(0, self.old_v[:, :, :hi].reshape(B, H, hi * N, hd))
+            ks.insert(0, self.old_kv[0])
+            vs.insert(0, self.old_kv[1])
         k, v = (torch.cat(x, 2) if len(x) > 1 else x[0] for x in (ks, vs))
         mask = empty = None
         if self.lo != hi:  # old slots past a video's fill are masked
@@ -119,7 +126,7 @@ class EpisodicScan:
         if self.slots is None and self.hi + self.n == self.L:  # the next write replaces
             self.slots = MemoryState(t=self.st.t + self.n, **self.fields())
         if self.slots is not None:
-            upd, _ = episodic_write(self.mha, x, self.slots, self.L, inplace=not torch.is_grad_enabled())
+            upd, _ = episodic_write(self.mha, x, self.slots, self.L, inplace=not torch.is_grad_enabled(), private=True)
             self.slots = self.slots.replace(t=self.slots.t + 1, **upd)
         else:
             k, v = project_kv(self.mha, x)
