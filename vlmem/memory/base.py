@@ -126,7 +126,7 @@ class Memory(nn.Module, metaclass=abc.ABCMeta):
                              "every video needs at least one frame")
         if state is None:
             state = self.init_state(B, h.device, h.dtype)
-        fast = None if return_info else self._scan_fast(h, state)
+        fast = self._scan_fast_info(h, state) if return_info else self._scan_fast(h, state)
         if fast is not None:
             return fast
         inplace = not torch.is_grad_enabled()
@@ -146,6 +146,11 @@ class Memory(nn.Module, metaclass=abc.ABCMeta):
     def _scan_fast(self, h: torch.Tensor, state: MemoryState):
         """Optional: `(outs, state)` as `_step` frame by frame would give, computed faster (e.g. all
         frames' projections at once), or None to step. Never used with `return_info`."""
+        return None
+
+    def _scan_fast_info(self, h: torch.Tensor, state: MemoryState):
+        """Optional: `_scan_fast` that also returns `step`'s info stacked over T, `(outs, state, info)`
+        (logging steps stay on the batched path), or None to step."""
         return None
 
     def scan_truncated(self, h: torch.Tensor, state: MemoryState, chunk: int = 0, return_info: bool = False):
@@ -254,6 +259,26 @@ def attend_buffer(mha: nn.MultiheadAttention, q: torch.Tensor, k_buf: torch.Tens
         o = torch.where(empty.view(B, 1, 1), torch.zeros_like(o), o)
         mass = mass * (~empty).view(B, 1)
     return o, mass
+
+
+def slot_mass(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None, n_slots: int) -> torch.Tensor:
+    """The attention weight each slot gets, as `attend_buffer(..., return_weights=True)` reports it:
+    q [B, H, N, hd] over k [B, H, S * Nk, hd] (S slots of Nk tokens; valid [B, S] bool or None) ->
+    [B, S], summed over a slot's tokens, averaged over heads and queries. Detached: computed beside
+    a read that keeps its own kernel (logging steps read exactly as the others). Rows without a
+    valid slot get zeros."""
+    with torch.no_grad():
+        B, H, N, hd = q.shape
+        S = k.shape[2] // n_slots if n_slots else 0
+        s = (q @ k.transpose(-1, -2)) * (hd ** -0.5)
+        if valid is not None:
+            empty = ~valid.any(1)
+            keep = valid | empty[:, None]
+            s = s.masked_fill(~keep[:, None, None, :, None].expand(B, 1, 1, n_slots, S).reshape(B, 1, 1, -1),
+                              float("-inf"))
+        w = torch.softmax(s.float(), dim=-1)
+        mass = w.view(B, H, N, n_slots, S).sum(-1).mean((1, 2))
+        return mass if valid is None else mass * (~empty).view(B, 1)
 
 
 def write_slot(buf: torch.Tensor, slot: torch.Tensor, new: torch.Tensor, inplace: bool = False,
