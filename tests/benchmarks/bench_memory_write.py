@@ -1,5 +1,6 @@
-"""Memory forward + backward per frame once the buffers are full, before vs after a change, and
-the share of the profile spent zero-filling, adding and copying tensors (autograd's buffer copies).
+"""Memory forward + backward per frame once the buffers are full, before vs after a change, the
+share of the profile spent zero-filling, adding and copying tensors (autograd's buffer copies), and
+the cost of a logging step (`return_info=True`) against a normal one.
 
     python tests/benchmarks/bench_memory_write.py [--before f7a9e08] [--repeats 5] [--threads 1]
 
@@ -11,6 +12,8 @@ after x T=8 / 64) are interleaved `--repeats` times and medians printed, so load
 them alike. Outputs and gradients of before and after are compared first. The copy share comes from
 one torch.profiler pass per case: self CPU time of aten::fill_ / zero_ (zero-fill), aten::add /
 add_ (gradient accumulation), aten::copy_ / clone (copies), over all ops' self CPU time.
+Logging step: a training step's scan (fresh state, T=8 frames as the tiny recipe) forward +
+backward with and without `return_info`, before and after, interleaved; the ratio is per version.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ def case(mem, T):
     return run
 
 
+def logging_case(mem, info, T=8):
+    torch.manual_seed(3)
+    h = torch.randn(B, T, N, D)
+
+    def run():
+        mem.zero_grad(set_to_none=True)
+        x = h.clone().requires_grad_(True)
+        res = mem.scan(x, mem.init_state(B, tokens_per_frame=N), return_info=info)
+        res[0].square().mean().backward()
+    return run
+
+
 def shares(run) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -110,6 +125,20 @@ def main() -> None:
                   f"{s['copy']:.1%} | {sum(s.values()):.1%} |")
     for T in (8, 64):
         print(f"T={T}: after is {med['before', T] / med['after', T]:.2f}x faster than before (per frame)")
+    logging = {(v, info): logging_case(mems[v], info) for v in mems for info in (False, True)}
+    for run in logging.values():
+        run()
+    times = {k: [] for k in logging}
+    for _ in range(args.repeats):
+        for k, run in logging.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"logging step (return_info=True) / normal step, memory forward + backward, T=8 from a fresh state, "
+          f"load average {os.getloadavg()[0]:.1f}:")
+    for v in mems:
+        print(f"  {v}: {med[v, True] * 1e3:.1f} / {med[v, False] * 1e3:.1f} ms = {med[v, True] / med[v, False]:.2f}x")
 
 
 if __name__ == "__main__":
