@@ -5,8 +5,9 @@
 Needs a synthetic dataset (`vlmem prepare-data synthetic --out data/synth`). Uses the tiny
 phase-1 recipe's model (random init; weights do not change the cost). Prints ratios measured
 in this one run: uncached and cached steps alternate (medians), so load from other jobs on a
-shared machine hits both alike. Also times the frozen encoder alone (its share of an uncached
-step bounds what the cache can give).
+shared machine hits both alike; a logging step (`return_info=True` plus the memory metrics, as the
+training loop runs every `log_every` steps) alternates with them. Also times the frozen encoder
+alone (its share of an uncached step bounds what the cache can give).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table
 from vlmem.model.build import build_model, dataset_texts, load_tokenizer
 from vlmem.recipe import load_recipe
 from vlmem.train.loop import FeatureCache
+from vlmem.train.metrics import memory_stats
 from vlmem.train.params import configure_trainable, param_groups
 
 
@@ -61,21 +63,23 @@ def main() -> None:
     def run(caches: dict) -> dict[str, float]:
         """Median step time per configuration, the configurations alternating step by step."""
         for b in batches:  # warm-up, and every video's tokens in the cache
-            for cache in caches.values():
-                step(b, cache)
+            for name, cache in caches.items():
+                step(b, cache, name.endswith("logging"))
         times = {name: [] for name in caches}
         for _ in range(args.rounds):
             for b in batches:
                 for name, cache in caches.items():
                     t = time.perf_counter()
-                    step(b, cache)
+                    step(b, cache, name.endswith("logging"))
                     times[name].append(time.perf_counter() - t)
         return {name: statistics.median(v) for name, v in times.items()}
 
-    def step(b, cache):
+    def step(b, cache, log=False):
         tokens = cache.tokens(model, b) if cache is not None else None
-        loss = model(b["frames"], b["input_ids"], b["attention_mask"], b["labels"], geometry=b.get("geometry"),
-                     tokens=tokens)[0]
+        loss, _, _, info = model(b["frames"], b["input_ids"], b["attention_mask"], b["labels"],
+                                 geometry=b.get("geometry"), tokens=tokens, return_info=log)
+        if log:  # a logging step: the memory's per-frame info reduced to metrics.jsonl's scalars
+            memory_stats(info, recipe.model.memory)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -104,12 +108,15 @@ def main() -> None:
 
     with torch.no_grad():  # the frozen encoder alone: what the cache removes from a step
         encode = [per_call(lambda b=b: model.encode_frames(b["frames"], b.get("geometry")), n=3) for b in batches]
-    t = run({"uncached": None, "cached": FeatureCache()})
+    shared = FeatureCache()
+    t = run({"uncached": None, "cached": shared, "cached logging": shared})
     uncached, cached, enc = t["uncached"], t["cached"], statistics.median(encode)
     print(f"data loading: {cold:.1f} samples/s cold (decode), {warm:.1f} samples/s warm (decoded videos and token ids kept)")
     print(f"phase-1 step, batch {bs} (medians of {args.rounds} x {len(batches)} alternating steps): uncached "
           f"{uncached * 1000:.0f} ms, cached {cached * 1000:.0f} ms, speed-up {uncached / cached:.2f}x; training "
           f"needs {bs / cached:.1f} samples/s, loading gives {warm:.1f}")
+    print(f"logging step (return_info, memory metrics), cached: {t['cached logging'] * 1000:.0f} ms = "
+          f"{t['cached logging'] / cached:.2f}x a normal cached step")
     print(f"frozen encoder (vision + geometry + fusion, no grad) {enc * 1000:.0f} ms per batch = "
           f"{enc / uncached:.0%} of an uncached step: removing exactly it gives at most "
           f"{uncached / max(uncached - enc, 1e-9):.2f}x")

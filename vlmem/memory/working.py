@@ -64,9 +64,9 @@ def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L
 
     The reads depend on h and the state only, so keys / values of all frames are projected at once
     and frame t reads a window of [old entries, oldest first; frames of h], concatenated from
-    per-entry tensors (a slice of one tensor of all frames would cost a zero-filled gradient of
-    that whole tensor per frame under autograd: quadratic in T); the ring buffer is built once at
-    the end. Fill counts follow from the frame index.
+    per-entry tensors under autograd (a slice of one tensor of all frames would cost a zero-filled
+    gradient of that whole tensor per frame: quadratic in T), else as a view of that tensor; the
+    ring buffer is built once at the end. Fill counts follow from the frame index.
     Relies on the ring's invariant: until it is full, slots [0, fill) hold the entries and
     w_next = fill (init_state, the writes and reset keep it)."""
     B, T, N, _ = h.shape
@@ -79,15 +79,19 @@ def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L
     roll = (st.w_next[:, None] + torch.arange(L, device=dev)) % L  # slots, oldest entry first
     old_k, old_v = (take_slots(b, roll, 2) for b in (w_k, w_v))
     lo, hi = min(fill), max(fill)  # only the last `hi` old entries can be valid
-    # per-entry tensors [B, H, N, hd]: unbind's backward stacks the entries' gradients once
-    seq_k, seq_v = ((o[:, :, L - hi:].unbind(2) if hi else ()) + x.unbind(2) for o, x in ((old_k, k), (old_v, v)))
+    seq_k, seq_v = (torch.cat([o[:, :, L - hi:], x], 2) if hi else x for o, x in ((old_k, k), (old_v, v)))
+    if k.requires_grad:  # per-entry tensors [B, H, N, hd]: unbind's backward stacks their gradients once
+        seq_k, seq_v = seq_k.unbind(2), seq_v.unbind(2)
     first = 0 if hi else 1  # all buffers empty: frame 0 reads nothing (zeros, outside the graph)
     heads = []  # per frame, before the out-projection (done once for all frames below)
     masses = [h.new_zeros(B, L, dtype=torch.float32)] * first
     for t in range(first, T):
         n_lo, n_hi = min(lo + t, L), min(hi + t, L)
         window = slice(hi + t - n_hi, hi + t)
-        kt, vt = (torch.cat(s[window], 2) for s in (seq_k, seq_v))  # [B, H, n_hi * N, hd]
+        if k.requires_grad:  # [B, H, n_hi * N, hd]
+            kt, vt = (torch.cat(s[window], 2) for s in (seq_k, seq_v))
+        else:  # no backward: a view, no copy
+            kt, vt = (s[:, :, window].reshape(B, H, n_hi * N, -1) for s in (seq_k, seq_v))
         mask = valid = None
         if n_lo != n_hi:  # window positions before a video's first entry are masked
             n = torch.clamp(st.w_fill + t, max=L)
