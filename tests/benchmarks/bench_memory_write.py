@@ -10,7 +10,7 @@ T=8 and T=64 frames with autograd, then backward of a scalar of the outputs. `be
 package at a git revision (tests/benchmarks/before.py), `after` today's; all four cases (before /
 after x T=8 / 64) are interleaved `--repeats` times and medians printed, so load from other jobs hits
 them alike. Outputs and gradients of before and after are compared first. The copy share comes from
-one torch.profiler pass per case: self CPU time of aten::fill_ / zero_ (zero-fill), aten::add /
+three torch.profiler passes per case (median): self CPU time of aten::fill_ / zero_ (zero-fill), aten::add /
 add_ (gradient accumulation), aten::copy_ / clone (copies), over all ops' self CPU time.
 Logging step: a training step's scan (fresh state, T=8 frames as the tiny recipe) forward +
 backward with and without `return_info`, before and after, interleaved; the ratio is per version.
@@ -79,14 +79,32 @@ def logging_case(mem, info, T=8):
     return run
 
 
-def shares(run) -> dict[str, float]:
+def interleaved_medians(cases: dict, repeats: int) -> dict:
+    """Seconds per call of each case: one warm-up each, then `repeats` rounds over all cases in turn."""
+    for run in cases.values():
+        run()
+    times = {k: [] for k in cases}
+    for _ in range(repeats):
+        for k, run in cases.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def shares(run, passes: int = 3) -> dict[str, float]:
+    """Median over `passes` profiled calls of each group's share of all ops' self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run()
-    ev = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in ev)
-    return {g: sum(e.self_cpu_time_total for e in ev if e.key in names) / total for g, names in GROUPS.items()}
+    out = {g: [] for g in GROUPS}
+    for _ in range(passes):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        ev = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in ev)
+        for g, names in GROUPS.items():
+            out[g].append(sum(e.self_cpu_time_total for e in ev if e.key in names) / total)
+    return {g: statistics.median(v) for g, v in out.items()}
 
 
 def main() -> None:
@@ -103,15 +121,7 @@ def main() -> None:
         (o1, g1, p1), (o2, g2, p2) = cases["before", T](), cases["after", T]()
         diff = max([(o1 - o2).abs().max(), (g1 - g2).abs().max(), *[(a - b).abs().max() for a, b in zip(p1, p2)]])
         print(f"T={T}: max abs diff before/after (outputs, input and parameter grads) {float(diff):.2e}")
-    for run in cases.values():  # warm-up
-        run()
-    times = {k: [] for k in cases}
-    for _ in range(args.repeats):
-        for k, run in cases.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(cases, args.repeats)
     prof = {k: shares(run) for k, run in cases.items()}
     print(f"torch {torch.__version__}, {args.threads} thread(s), B={B} N={N} D={D} L_w={LW} L_e={LE}, "
           f"medians of {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f}")
@@ -126,15 +136,7 @@ def main() -> None:
     for T in (8, 64):
         print(f"T={T}: after is {med['before', T] / med['after', T]:.2f}x faster than before (per frame)")
     logging = {(v, info): logging_case(mems[v], info) for v in mems for info in (False, True)}
-    for run in logging.values():
-        run()
-    times = {k: [] for k in logging}
-    for _ in range(args.repeats):
-        for k, run in logging.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(logging, args.repeats)
     print(f"logging step (return_info=True) / normal step, memory forward + backward, T=8 from a fresh state, "
           f"load average {os.getloadavg()[0]:.1f}:")
     for v in mems:
