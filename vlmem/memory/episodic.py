@@ -81,10 +81,11 @@ class EpisodicScan:
     """The episodic branch over the frames of one scan when every frame writes (no salience gate),
     so the fill counts follow from the frame index (`fill`: st.e_fill on the host).
 
-    While no buffer is full every write is an append: a read sees [old filled slots; entries
-    written so far], concatenated at read time, instead of a copy of the whole slot buffer per
-    write (out of place under autograd, which keeps every copy). From the first replacement on,
-    the slot buffers are built once and `episodic_write` updates them frame by frame."""
+    Under autograd, while no buffer is full every write is an append: a read sees [old filled
+    slots; entries written so far], concatenated at read time, instead of a copy of the whole slot
+    buffer per write (out of place under autograd, which keeps every copy). From the first
+    replacement on, the slot buffers are built once and `episodic_write` updates them frame by
+    frame. Without autograd the slot buffers are a private copy from the start, written in place."""
 
     def __init__(self, mha: nn.MultiheadAttention, st: MemoryState, L: int, fill: list[int], N: int,
                  info: bool = False):
@@ -100,6 +101,8 @@ class EpisodicScan:
         self.keys, self.values, self.written = [], [], []
         self.slots = None  # the state's episodic fields, once some buffer is full
         self.n = 0  # frames written
+        if not torch.is_grad_enabled():  # no autograd: a private copy of the buffers, written in place
+            self.slots = MemoryState(t=st.t, **self.fields())  # (a read then is a view, not a concatenation)
 
     def read(self, q: torch.Tensor) -> torch.Tensor:
         B, H, N, hd = q.shape
@@ -107,7 +110,7 @@ class EpisodicScan:
         L = self.L
         if self.slots is not None:
             s = self.slots
-            span = (min(self.lo + i, L), L)  # every frame writes: fill = min(fill0 + i, L)
+            span = (min(self.lo + i, L), min(hi + i, L))  # every frame writes: fill = min(fill0 + i, L)
             if self.info is not None:
                 valid = torch.arange(L, device=q.device)[None, :] < s.e_fill[:, None]
                 self.mass = slot_mass(q, s.e_k.reshape(B, H, L * N, hd), valid, L)
