@@ -24,7 +24,9 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
     dataset.validate()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     records = []
-    takes_tokens = "tokens" in inspect.signature(model.generate).parameters and hasattr(model, "encode_frames")
+    params = inspect.signature(model.generate).parameters
+    takes_tokens = "tokens" in params and hasattr(model, "encode_frames")
+    takes_readout = takes_tokens and "readout" in params and hasattr(model, "memory_readout")
     with progress_bar() as progress, torch.no_grad():
         task = progress.add_task(f"eval {split}", total=len(rows))
         for start in range(0, len(rows), batch_size):
@@ -34,7 +36,10 @@ def predict(model, tokenizer, recipe, data_root: Path, split: str, frames: int, 
                 s.update(tokenize(tokenizer, build_prompt(s["row"]), None))
                 samples.append(s)
             batch = collate(samples, pad_id=pad_id, padding_side="left")
-            extra = {"tokens": _encode_once_per_video(model, batch)} if takes_tokens else {}
+            if takes_readout:  # encode and scan once per distinct video, not once per question
+                extra = _context_once_per_video(model, batch)
+            else:
+                extra = {"tokens": _encode_once_per_video(model, batch)} if takes_tokens else {}
             new = model.generate(batch["frames"], batch["input_ids"], batch["attention_mask"],
                                  geometry=batch.get("geometry"), max_new_tokens=max_new_tokens,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id, **extra)
@@ -90,6 +95,13 @@ def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
     from vlmem.model.vlm import encode_once_per_video
 
     return encode_once_per_video(model, batch["frames"], batch.get("geometry"), [r["video"] for r in batch["rows"]])
+
+
+def _context_once_per_video(model, batch: dict) -> dict:
+    """`tokens` and the memory `readout` for a batch, each computed once per distinct video."""
+    from vlmem.model.vlm import context_once_per_video
+
+    return context_once_per_video(model, batch["frames"], batch.get("geometry"), [r["video"] for r in batch["rows"]])
 
 
 def benchmark_question_types(benchmark: str, recipe) -> tuple[str, ...]:

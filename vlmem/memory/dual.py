@@ -87,16 +87,17 @@ class DualMemory(Memory):
         g_sum = state.g_sum + g.float().mean((1, 2)).to(state.g_sum.dtype)
         return m, state.replace(t=state.t + 1, g_sum=g_sum, **w_upd, **e_upd), info
 
-    def _scan_fast(self, h, state):
+    def _scan_fast(self, h, state, return_info=False):
         """The working reads of all frames at once (`working_scan`), the episodic branch without a
         buffer copy per append (`EpisodicScan`): one host sync per scan (the fill counts), none per
-        frame, and under autograd no copy of the buffers per frame while they fill."""
+        frame, and under autograd no copy of the buffers per frame while they fill. With
+        `return_info` also `step`'s info stacked over frames, the reads unchanged (logging steps)."""
         if self.salience_gate is not None:  # writes depend on the gate: frame by frame
             return None
         w_fill, e_fill = torch.stack([state.w_fill, state.e_fill]).tolist()
-        m_w, w_upd = working_scan(self.working_attention, h, state, self.L_w, w_fill)
-        episodic = EpisodicScan(self.episodic_attention, state, self.L_e, e_fill, h.shape[2])
-        outs, g_sum = [], state.g_sum
+        m_w, w_upd, w_info = working_scan(self.working_attention, h, state, self.L_w, w_fill, return_info)
+        episodic = EpisodicScan(self.episodic_attention, state, self.L_e, e_fill, h.shape[2], return_info)
+        outs, g_sum, gates = [], state.g_sum, []
         for t, q in enumerate(frame_queries(self.episodic_attention, h)):
             m_e = episodic.read(q)
             g = torch.sigmoid(self.memory_fusion_mlp(torch.cat([m_w[t], m_e], dim=-1)))
@@ -104,8 +105,17 @@ class DualMemory(Memory):
             episodic.write(m if self.episodic_stores == "fused" else h[:, t])
             g_sum = g_sum + g.float().mean((1, 2)).to(g_sum.dtype)
             outs.append(m)
+            if return_info:
+                gates.append(g.detach().float().flatten(1))
         state = state.replace(t=state.t + h.shape[1], g_sum=g_sum, **w_upd, **episodic.fields())
-        return torch.stack(outs, 1), state
+        if not return_info:
+            return torch.stack(outs, 1), state
+        gf = torch.stack(gates, 1)  # [B, T, N * D]
+        info = dict(gate_mean=gf.mean(2), gate_std=gf.std(2, unbiased=False), **w_info, **episodic.frame_info())
+        return torch.stack(outs, 1), state, info
+
+    def _scan_fast_info(self, h, state):
+        return self._scan_fast(h, state, return_info=True)
 
     def gate_balance_loss(self, state: MemoryState) -> torch.Tensor:
         """Memory-utilisation term: (mean gate over the video - 1/2)^2, averaged over videos.

@@ -26,6 +26,7 @@ from vlmem.memory.base import (
     frame_queries,
     project_kv,
     project_q,
+    slot_mass,
     take_slots,
     write_index,
     write_slot,
@@ -44,9 +45,12 @@ def episodic_state(B: int, H: int, L: int, hd: int, N: int, device, dtype) -> di
 
 
 def episodic_write(mha: nn.MultiheadAttention, x: torch.Tensor, st: MemoryState, L: int,
-                   write: torch.Tensor | None = None, inplace: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                   write: torch.Tensor | None = None, inplace: bool = False,
+                   private: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Write x [B, N, D] (append, or replace the most cosine-similar entry when full).
-    `write` [B] bool (salience gate) disables the write per video.
+    `write` [B] bool (salience gate) disables the write per video. `private`: the state's buffers
+    belong to the calling scan, so the unit vectors (never differentiated, read by no autograd node)
+    are written in place even under autograd, not copied per frame.
     Returns (updated state fields, info: e_slot, e_replaced, e_replace_sim)."""
     B, N, D = x.shape
     e_unit = ensure_tokens(st.e_unit, N * D, 2, "episodic memory")
@@ -64,7 +68,7 @@ def episodic_write(mha: nn.MultiheadAttention, x: torch.Tensor, st: MemoryState,
     upd = dict(
         e_k=write_slot(ensure_tokens(st.e_k, N, 3, "episodic memory"), slot, k, inplace, every),
         e_v=write_slot(ensure_tokens(st.e_v, N, 3, "episodic memory"), slot, v, inplace, every),
-        e_unit=write_slot(e_unit[:, None, :, None], slot, u[:, None, None], inplace, every)[:, 0, :, 0],
+        e_unit=write_slot(e_unit[:, None, :, None], slot, u[:, None, None], inplace or private, every)[:, 0, :, 0],
         e_fill=torch.clamp(st.e_fill + (slot >= 0).long(), max=L),
         e_idx=write_index(st.e_idx, slot, st.t),
     )
@@ -77,33 +81,54 @@ class EpisodicScan:
     """The episodic branch over the frames of one scan when every frame writes (no salience gate),
     so the fill counts follow from the frame index (`fill`: st.e_fill on the host).
 
-    While no buffer is full every write is an append: a read sees [old filled slots; entries
-    written so far], concatenated at read time, instead of a copy of the whole slot buffer per
-    write (out of place under autograd, which keeps every copy). From the first replacement on,
-    the slot buffers are built once and `episodic_write` updates them frame by frame."""
+    Under autograd, while no buffer is full every write is an append: a read sees [old filled
+    slots; entries written so far], concatenated at read time, instead of a copy of the whole slot
+    buffer per write (out of place under autograd, which keeps every copy). From the first
+    replacement on, the slot buffers are built once and `episodic_write` updates them frame by
+    frame. Without autograd the slot buffers are a private copy from the start, written in place."""
 
-    def __init__(self, mha: nn.MultiheadAttention, st: MemoryState, L: int, fill: list[int], N: int):
+    def __init__(self, mha: nn.MultiheadAttention, st: MemoryState, L: int, fill: list[int], N: int,
+                 info: bool = False):
         self.mha, self.st, self.L = mha, st, L
+        self.info = [] if info else None  # per frame: `step`'s episodic info (`frame_info`)
+        self.idx = st.e_idx  # the slot -> frame table before the next append (kept for the info only)
         self.lo, self.hi = min(fill), max(fill)
         self.old_k, self.old_v = (ensure_tokens(b, N, 3, "episodic memory") for b in (st.e_k, st.e_v))
+        B, H, hd = self.old_k.shape[0], self.old_k.shape[1], self.old_k.shape[4]
+        # the old filled slots as read by every frame, sliced once (each slice's backward zero-fills
+        # a gradient of the whole buffer)
+        self.old_kv = tuple(b[:, :, :self.hi].reshape(B, H, self.hi * N, hd) for b in (self.old_k, self.old_v))
         self.keys, self.values, self.written = [], [], []
         self.slots = None  # the state's episodic fields, once some buffer is full
         self.n = 0  # frames written
+        if not torch.is_grad_enabled():  # no autograd: a private copy of the buffers, written in place
+            self.slots = MemoryState(t=st.t, **self.fields())  # (a read then is a view, not a concatenation)
 
     def read(self, q: torch.Tensor) -> torch.Tensor:
         B, H, N, hd = q.shape
         i, hi = self.n, self.hi
+        L = self.L
         if self.slots is not None:
             s = self.slots
-            span = (min(self.lo + i, self.L), self.L)  # every frame writes: fill = min(fill0 + i, L)
+            span = (min(self.lo + i, L), min(hi + i, L))  # every frame writes: fill = min(fill0 + i, L)
+            if self.info is not None:
+                valid = torch.arange(L, device=q.device)[None, :] < s.e_fill[:, None]
+                self.mass = slot_mass(q, s.e_k.reshape(B, H, L * N, hd), valid, L)
             return attend_buffer(self.mha, q, s.e_k, s.e_v, s.e_fill, span=span)[0]
         if hi == 0 and i == 0:
+            self.mass = q.new_zeros(B, L, dtype=torch.float32)
             return q.new_zeros(B, N, H * hd)
         ks, vs = list(self.keys), list(self.values)
         if hi:
-            ks.insert(0, self.old_k[:, :, :hi].reshape(B, H, hi * N, hd))
-            vs.insert(0, self.old_v[:, :, :hi].reshape(B, H, hi * N, hd))
+            ks.insert(0, self.old_kv[0])
+            vs.insert(0, self.old_kv[1])
         k, v = (torch.cat(x, 2) if len(x) > 1 else x[0] for x in (ks, vs))
+        if self.info is not None:  # old position p is slot p, the j-th entry written here slot fill + j
+            fill = self.st.e_fill[:, None]
+            pos = torch.arange(hi + i, device=q.device)[None, :]
+            slots = torch.where(pos < hi, pos, fill + pos - hi).expand(B, -1)
+            mass = slot_mass(q, k, (pos >= hi) | (pos < fill), hi + i)
+            self.mass = mass.new_zeros(B, L).scatter_add(1, slots, mass)
         mask = empty = None
         if self.lo != hi:  # old slots past a video's fill are masked
             fill = self.st.e_fill
@@ -119,14 +144,27 @@ class EpisodicScan:
         if self.slots is None and self.hi + self.n == self.L:  # the next write replaces
             self.slots = MemoryState(t=self.st.t + self.n, **self.fields())
         if self.slots is not None:
-            upd, _ = episodic_write(self.mha, x, self.slots, self.L, inplace=not torch.is_grad_enabled())
-            self.slots = self.slots.replace(t=self.slots.t + 1, **upd)
+            before = self.slots
+            upd, winfo = episodic_write(self.mha, x, before, self.L, inplace=not torch.is_grad_enabled(), private=True)
+            self.slots = before.replace(t=before.t + 1, **upd)
+            if self.info is not None:
+                self.info.append(dict(e_fill=before.e_fill, e_attn=self.mass, e_frames=before.e_idx, **winfo))
         else:
+            if self.info is not None:
+                slot = self.st.e_fill + self.n
+                no = torch.zeros_like(slot, dtype=torch.bool)
+                self.info.append(dict(e_fill=slot, e_attn=self.mass, e_frames=self.idx, e_slot=slot,
+                                      e_replaced=no, e_replace_sim=torch.zeros_like(slot, dtype=torch.float32)))
+                self.idx = write_index(self.idx, slot, self.st.t + self.n)
             k, v = project_kv(self.mha, x)
             self.keys.append(k.to(self.old_k.dtype))
             self.values.append(v.to(self.old_k.dtype))
             self.written.append(x)
         self.n += 1
+
+    def frame_info(self) -> dict[str, torch.Tensor]:
+        """`step`'s episodic info of every frame written, stacked over frames (dim 1)."""
+        return {k: torch.stack([f[k] for f in self.info], 1) for k in self.info[0]}
 
     def fields(self) -> dict[str, torch.Tensor]:
         """The episodic fields of the state after the writes so far."""
@@ -212,12 +250,17 @@ class EpisodicMemory(Memory):
                 info["salience"] = sal.detach()
         return m, state.replace(t=state.t + 1, **upd), info
 
-    def _scan_fast(self, h, state):
+    def _scan_fast(self, h, state, return_info=False):
         if self.salience_gate is not None:  # writes depend on the gate: frame by frame
             return None
-        episodic = EpisodicScan(self.episodic_attention, state, self.L_e, state.e_fill.tolist(), h.shape[2])
+        episodic = EpisodicScan(self.episodic_attention, state, self.L_e, state.e_fill.tolist(), h.shape[2],
+                                return_info)
         outs = []
         for t, q in enumerate(frame_queries(self.episodic_attention, h)):
             outs.append(episodic.read(q))
             episodic.write(h[:, t])
-        return torch.stack(outs, 1), state.replace(t=state.t + h.shape[1], **episodic.fields())
+        out = torch.stack(outs, 1), state.replace(t=state.t + h.shape[1], **episodic.fields())
+        return (*out, episodic.frame_info()) if return_info else out
+
+    def _scan_fast_info(self, h, state):
+        return self._scan_fast(h, state, return_info=True)

@@ -24,6 +24,7 @@ from vlmem.memory.base import (
     project_kv,
     project_q,
     read_heads,
+    slot_mass,
     take_slots,
     write_index,
     write_slot,
@@ -55,14 +56,17 @@ def working_write(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, 
     )
 
 
-def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L: int,
-                 fill: list[int]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-    """The working reads of all frames of h [B, T, N, D] and the fields after writing them all, as
-    `T` x (read, `working_write`) would give. `fill`: st.w_fill on the host.
+def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L: int, fill: list[int],
+                 info: bool = False) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The working reads of all frames of h [B, T, N, D], the fields after writing them all, as
+    `T` x (read, `working_write`) would give, and with `info` the per-frame info of `step`
+    (w_fill, w_attn, w_frames, each [B, T, ...]; else {}). `fill`: st.w_fill on the host.
 
     The reads depend on h and the state only, so keys / values of all frames are projected at once
-    and frame t reads a window of [old entries, oldest first; frames of h] (a view: no buffer copy
-    per frame); the ring buffer is built once at the end. Fill counts follow from the frame index.
+    and frame t reads a window of [old entries, oldest first; frames of h], concatenated from
+    per-entry tensors under autograd (a slice of one tensor of all frames would cost a zero-filled
+    gradient of that whole tensor per frame: quadratic in T), else as a view of that tensor; the
+    ring buffer is built once at the end. Fill counts follow from the frame index.
     Relies on the ring's invariant: until it is full, slots [0, fill) hold the entries and
     w_next = fill (init_state, the writes and reset keep it)."""
     B, T, N, _ = h.shape
@@ -76,19 +80,29 @@ def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L
     old_k, old_v = (take_slots(b, roll, 2) for b in (w_k, w_v))
     lo, hi = min(fill), max(fill)  # only the last `hi` old entries can be valid
     seq_k, seq_v = (torch.cat([o[:, :, L - hi:], x], 2) if hi else x for o, x in ((old_k, k), (old_v, v)))
+    if k.requires_grad:  # per-entry tensors [B, H, N, hd]: unbind's backward stacks their gradients once
+        seq_k, seq_v = seq_k.unbind(2), seq_v.unbind(2)
     first = 0 if hi else 1  # all buffers empty: frame 0 reads nothing (zeros, outside the graph)
     heads = []  # per frame, before the out-projection (done once for all frames below)
+    masses = [h.new_zeros(B, L, dtype=torch.float32)] * first
     for t in range(first, T):
         n_lo, n_hi = min(lo + t, L), min(hi + t, L)
         window = slice(hi + t - n_hi, hi + t)
-        kt, vt = (s[:, :, window].reshape(B, H, n_hi * N, -1) for s in (seq_k, seq_v))
-        mask = None
+        if k.requires_grad:  # [B, H, n_hi * N, hd]
+            kt, vt = (torch.cat(s[window], 2) for s in (seq_k, seq_v))
+        else:  # no backward: a view, no copy
+            kt, vt = (s[:, :, window].reshape(B, H, n_hi * N, -1) for s in (seq_k, seq_v))
+        mask = valid = None
         if n_lo != n_hi:  # window positions before a video's first entry are masked
             n = torch.clamp(st.w_fill + t, max=L)
             valid = torch.arange(n_hi, device=dev)[None, :] >= (n_hi - n)[:, None]
-            valid = valid | (n[:, None] == 0)  # empty videos attend to anything, zeroed below
-            mask = valid[:, :, None].expand(B, n_hi, N).reshape(B, 1, 1, n_hi * N)
+            mask = (valid | (n[:, None] == 0))  # empty videos attend to anything, zeroed below
+            mask = mask[:, :, None].expand(B, n_hi, N).reshape(B, 1, 1, n_hi * N)
         heads.append(read_heads(mha, q[t], kt, vt, mask))
+        if info:  # window position j holds sequence entry hi + t - n_hi + j, in ring slot (that - hi + w_next) % L
+            slots = (st.w_next[:, None] + torch.arange(t - n_hi, t, device=dev)[None, :]) % L
+            mass = slot_mass(q[t], kt, valid, n_hi)
+            masses.append(mass.new_zeros(B, L).scatter_add(1, slots, mass))
     reads = [h.new_zeros(B, N, h.shape[3])] * first
     if heads:
         out = F.linear(torch.stack(heads, 1), mha.out_proj.weight, mha.out_proj.bias)
@@ -99,13 +113,21 @@ def working_scan(mha: nn.MultiheadAttention, h: torch.Tensor, st: MemoryState, L
     # ring slot s ends up holding position T + ((s - w_next - T) mod L) of [old entries; frames of h]
     pos = T + (torch.arange(L, device=dev)[None, :] - st.w_next[:, None] - T) % L
     new_idx = st.t[:, None] + torch.arange(T, device=dev)
+    frame_info = {}
+    if info:
+        idx, frames = st.w_idx, []
+        for t in range(T):  # the slot -> frame table before each write, as `step` reports it
+            frames.append(idx)
+            idx = write_index(idx, (st.w_next + t) % L, st.t + t)
+        frame_info = dict(w_fill=torch.clamp(st.w_fill[:, None] + torch.arange(T, device=dev), max=L),
+                          w_attn=torch.stack(masses, 1), w_frames=torch.stack(frames, 1))
     return reads, dict(
         w_k=take_slots(torch.cat([old_k, k], 2), pos, 2),
         w_v=take_slots(torch.cat([old_v, v], 2), pos, 2),
         w_fill=torch.clamp(st.w_fill + T, max=L),
         w_next=(st.w_next + T) % L,
         w_idx=take_slots(torch.cat([take_slots(st.w_idx, roll, 1), new_idx], 1), pos, 1),
-    )
+    ), frame_info
 
 
 class WorkingMemory(Memory):
@@ -135,6 +157,11 @@ class WorkingMemory(Memory):
         upd = working_write(self.working_attention, h, state, self.L_w, inplace)
         return m, state.replace(t=state.t + 1, **upd), info
 
-    def _scan_fast(self, h, state):
-        reads, upd = working_scan(self.working_attention, h, state, self.L_w, state.w_fill.tolist())
-        return torch.stack(reads, 1), state.replace(t=state.t + h.shape[1], **upd)
+    def _scan_fast(self, h, state, return_info=False):
+        reads, upd, info = working_scan(self.working_attention, h, state, self.L_w, state.w_fill.tolist(),
+                                        return_info)
+        out = torch.stack(reads, 1), state.replace(t=state.t + h.shape[1], **upd)
+        return (*out, info) if return_info else out
+
+    def _scan_fast_info(self, h, state):
+        return self._scan_fast(h, state, return_info=True)

@@ -277,9 +277,18 @@ class BitGenVLM(nn.Module):
         state = memory.init_state(b, tokens.device, tokens.dtype, tokens_per_frame=n)
         return memory.scan_truncated(tokens, state, tbptt_frames, return_info)
 
-    def image_embedding(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False, memory=None):
-        """tokens [B,T,1,E] -> (image [B,E] = mean over frames of H_t + M_t (or M_t), state, info)."""
-        m, state, info = self.run_memory(tokens, tbptt_frames, return_info, memory)
+    def memory_readout(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B,T,1,E] -> the memory's read-out of every frame [B,T,1,E] (one scan, no info)."""
+        return self.run_memory(tokens)[0]
+
+    def image_embedding(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False, memory=None,
+                        readout=None):
+        """tokens [B,T,1,E] -> (image [B,E] = mean over frames of H_t + M_t (or M_t), state, info);
+        a precomputed `readout` (`memory_readout`) skips the scan (state None, info {})."""
+        if readout is not None:
+            m, state, info = readout, None, {}
+        else:
+            m, state, info = self.run_memory(tokens, tbptt_frames, return_info, memory)
         residual = self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none"
         frames = (tokens + m) if residual else m
         return frames[:, :, 0].mean(1), state, info
@@ -374,12 +383,13 @@ class BitGenVLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, frames, input_ids, attention_mask, geometry=None, max_new_tokens=16, eos_token_id=None,
-                 pad_token_id=0, tokens=None) -> torch.Tensor:
+                 pad_token_id=0, tokens=None, readout=None) -> torch.Tensor:
         """Greedy decoding (no KV cache; the LM head is tiny). Prompts may be left-padded. Returns
-        the new token ids [B, <= max_new_tokens]; after eos a row continues with `pad_token_id`."""
+        the new token ids [B, <= max_new_tokens]; after eos a row continues with `pad_token_id`.
+        A precomputed memory `readout` skips the scan."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        image, _, _ = self.image_embedding(tokens)
+        image, _, _ = self.image_embedding(tokens, readout=readout)
         ids, mask = input_ids, attention_mask
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         new = []

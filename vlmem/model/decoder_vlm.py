@@ -94,8 +94,9 @@ class DecoderVLM(MemoryVLM):
 
     # -- context -------------------------------------------------------------------------
     def _visual(self, frames, geometry, tokens, input_ids, tbptt_frames=0, return_info=False, consistency=False,
-                memory_state=None):
-        """(visual context [B, V, H] or None without vision, memory state, aux dict)."""
+                memory_state=None, readout=None):
+        """(visual context [B, V, H] or None without vision, memory state (None with a precomputed
+        `readout`), aux dict)."""
         if not self.cfg.decoder.use_vision:  # the no-vision ablation: frames are never read
             dev = input_ids.device
             state = self.memory.init_state(input_ids.shape[0], dev, self.projector_dtype,
@@ -103,6 +104,8 @@ class DecoderVLM(MemoryVLM):
             return None, state, ({"consistency": torch.zeros((), device=dev)} if consistency else {})
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
+        if readout is not None:
+            return self.visual_embeds(self.hand_on(tokens, readout)), None, {}
         m, state, aux = self.run_memory(tokens, tbptt_frames, return_info, memory_state)
         if consistency:
             aux["consistency"] = self.consistency_loss(tokens, m)
@@ -162,9 +165,10 @@ class DecoderVLM(MemoryVLM):
 
     @torch.no_grad()
     def generate(self, frames, input_ids, attention_mask, geometry=None, max_new_tokens=16, eos_token_id=None,
-                 pad_token_id=0, tokens=None) -> torch.Tensor:
-        """Greedy answer ids [B, <= min(max_new_tokens, max_answer_tokens)]; after the first eos: pad."""
-        visual, _, _ = self._visual(frames, geometry, tokens, input_ids)
+                 pad_token_id=0, tokens=None, readout=None) -> torch.Tensor:
+        """Greedy answer ids [B, <= min(max_new_tokens, max_answer_tokens)]; after the first eos: pad.
+        A precomputed memory `readout` skips the scan (as in MemoryVLM.generate)."""
+        visual, _, _ = self._visual(frames, geometry, tokens, input_ids, readout=readout)
         context, mask = self._context(visual, input_ids, attention_mask, None)
         eos = self.eos_id if eos_token_id is None else int(eos_token_id)
         n = self.cfg.decoder.max_answer_tokens

@@ -31,18 +31,39 @@ def build_projector(kind: str, dim_in: int, dim_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim_in, dim_out), nn.GELU(), nn.Linear(dim_out, dim_out))  # LLaVA mlp2x_gelu
 
 
-def encode_once_per_video(model, frames: torch.Tensor, geometry: dict | None, videos: list[str]) -> torch.Tensor:
-    """`model.encode_frames` for a batch whose rows may share videos (several questions of one
-    video): each distinct video is encoded once, and every row gets its video's tokens."""
+def distinct_videos(videos: list[str]) -> tuple[list[int], list[int]]:
+    """(the first row of each distinct video, each row's index into that list)."""
     position: dict[str, int] = {}
     unique: list[int] = []
     for i, video in enumerate(videos):
         if video not in position:
             position[video] = len(unique)
             unique.append(i)
+    return unique, [position[v] for v in videos]
+
+
+def encode_once_per_video(model, frames: torch.Tensor, geometry: dict | None, videos: list[str]) -> torch.Tensor:
+    """`model.encode_frames` for a batch whose rows may share videos (several questions of one
+    video): each distinct video is encoded once, and every row gets its video's tokens."""
+    unique, rows = distinct_videos(videos)
     geo = {k: v[unique] for k, v in geometry.items()} if geometry is not None else None
     tokens = model.encode_frames(frames[unique], geo)
-    return tokens[[position[v] for v in videos]]
+    return tokens[rows]
+
+
+def context_once_per_video(model, frames: torch.Tensor, geometry: dict | None, videos: list[str]) -> dict:
+    """`generate`'s per-video inputs for a batch whose rows may share videos: `tokens` (vision +
+    fusion) and `readout` (the memory's read-out of every frame, [B, T, N, D]), each computed once
+    per distinct video; every row gets its video's. The memory scan does not depend on the question.
+
+    The read-out at frame t depends on frames <= t only (every memory is causal), so one scan of a
+    stream also serves questions asked mid-stream: a question at frame t reads `tokens[:, :t + 1]`
+    and `readout[:, :t + 1]` (tests/model/test_context_once.py checks this for every memory kind)."""
+    unique, rows = distinct_videos(videos)
+    geo = {k: v[unique] for k, v in geometry.items()} if geometry is not None else None
+    tokens = model.encode_frames(frames[unique], geo)
+    readout = model.memory_readout(tokens)
+    return {"tokens": tokens[rows], "readout": readout[rows]}
 
 
 class MemoryVLM(nn.Module):
@@ -132,6 +153,10 @@ class MemoryVLM(nn.Module):
             state = self.memory.init_state(b, tokens.device, tokens.dtype, tokens_per_frame=n)
         return self.memory.scan_truncated(tokens, state, tbptt_frames, return_info)
 
+    def memory_readout(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B,T,N,D] -> the memory's read-out of every frame [B,T,N,D] (one scan, no info)."""
+        return self.run_memory(tokens)[0]
+
     def hand_on(self, tokens: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """What reaches the LM: H_t + M_t (model.memory.output = "residual") or M_t."""
         residual = self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none"
@@ -194,11 +219,12 @@ class MemoryVLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, frames, input_ids, attention_mask, geometry=None, max_new_tokens=16, eos_token_id=None,
-                 pad_token_id=0, tokens=None) -> torch.Tensor:
-        """Greedy decoding; returns the new token ids [B, <=max_new_tokens]."""
+                 pad_token_id=0, tokens=None, readout=None) -> torch.Tensor:
+        """Greedy decoding; returns the new token ids [B, <=max_new_tokens]. A precomputed memory
+        `readout` (`memory_readout(tokens)`, e.g. shared by a video's questions) skips the scan."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        m, _, _ = self.run_memory(tokens)
+        m = self.memory_readout(tokens) if readout is None else readout
         visual = self.visual_embeds(self.hand_on(tokens, m))
         embeds, mask, _ = self.assemble(visual, input_ids, attention_mask, None, padding_side="left")
         return self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
