@@ -90,9 +90,68 @@ def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bo
         overall, tasks = _score_of(json.loads((run_dir / "eval" / f"{benchmark}.json").read_text()))
         name, _, seed = label.partition("/seed")
         rows.append({"variant": name, "seed": int(seed) if seed else variant.run.seed, "overall": overall, **tasks,
-                     "minutes": _train_minutes(run_dir)})
+                     **_trained_columns(run_dir), "minutes": _train_minutes(run_dir)})
     write_tables(rows, out)
     return out
+
+
+def _trained_columns(run_dir: Path) -> dict:
+    """What the variant trained (RUN/parameters.json): the components with trainable parameters and
+    the memory's trainable count, so the table shows whether the memory it compares was trained."""
+    from vlmem.train.params import read_parameter_table
+
+    table = read_parameter_table(run_dir)
+    if not table:
+        return {}
+    return {"trained": "+".join(c for c, n in table.items() if n["trainable"] > 0),
+            "memory_trainable": table.get("memory", {}).get("trainable", 0),
+            "trainable_params": sum(n["trainable"] for n in table.values()),
+            "total_params": sum(n["total"] for n in table.values())}
+
+
+def dry_run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bool = False) -> list[dict]:
+    """Every variant's model built (weights not loaded) and its trainable set applied: per variant the
+    LM's context_frames, the memory kind and trainable / total parameters per component. Nothing
+    trains or is written. A tiny model's tokenizer comes from the init_from run or the data's text."""
+    from vlmem.model.build import build_model
+    from vlmem.train.params import configure_trainable, parameter_table
+
+    base = load_recipe(recipe_path, overrides or [])
+    rows = []
+    for label, variant in ablation_variants(base, recipe_path, quick=quick):
+        model = build_model(variant, _dry_run_tokenizer(variant, recipe_path))
+        configure_trainable(model, variant)
+        params = {name: (tr, tot) for name, tr, tot in parameter_table(model)}
+        rows.append({"variant": label, "context_frames": variant.model.context_frames,
+                     "memory": variant.model.memory.kind, "params": params})
+        del model
+    table = Table(title=f"{recipe_path}: trainable / total parameters per component (dry run, nothing trained)")
+    for column in ("variant", "context", "memory", *rows[0]["params"]):
+        table.add_column(column, overflow="fold")  # counts wrap rather than end in "..."
+    for r in rows:
+        table.add_row(r["variant"], str(r["context_frames"] or "all"), r["memory"],
+                      *(f"{tr:,}/{tot:,}" for tr, tot in r["params"].values()))
+    Console().print(table)
+    return rows
+
+
+def _dry_run_tokenizer(variant: Recipe, recipe_path: str):
+    from vlmem.data.dataset import read_qa_table
+    from vlmem.errors import UsageError
+    from vlmem.model.build import dataset_texts, load_tokenizer
+
+    m, init = variant.model, Path(variant.train.init_from) if variant.train.init_from else None
+    if m.lm.pretrained or m.vision.pretrained:
+        return load_tokenizer(variant)
+    for saved in (init, init / "checkpoints" / "last" / "model" if init else None):
+        if saved is not None and (saved / "tokenizer").is_dir():
+            return load_tokenizer(variant, saved=saved)
+    root = Path(variant.data.root)
+    if not (root / "qa.parquet").is_file():
+        raise UsageError(f"{recipe_path}: a tiny model's tokenizer is built from the data's text, but "
+                         f"data.root = {str(root)!r} has no qa.parquet: run `vlmem prepare-data` first or pass "
+                         "--set data.root=FOLDER")
+    return load_tokenizer(variant, texts=dataset_texts(read_qa_table(root)))
 
 
 def _train_and_evaluate(variant: Recipe, run_dir: Path, benchmark: str, max_eval_samples: int) -> None:
@@ -225,6 +284,9 @@ def _train_minutes(run_dir: Path) -> float | None:
     return round(seconds / 60, 2) if seconds else None
 
 
+COUNT_COLUMNS = ("memory_trainable", "trainable_params", "total_params")
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and spread (population std) over seeds per variant, in first-seen order."""
     keys = [k for k in rows[0] if k not in ("variant", "seed")] if rows else []
@@ -236,7 +298,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         entry = {"variant": name, "seeds": len(group)}
         for k in keys:
             values = [g[k] for g in group if isinstance(g.get(k), (int, float))]
-            entry[k] = statistics.fmean(values) if values else None
+            texts = {g[k] for g in group if isinstance(g.get(k), str)}
+            entry[k] = statistics.fmean(values) if values else (texts.pop() if len(texts) == 1 else None)
             entry[f"{k}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0 if values else None
         out.append(entry)
     return out
@@ -260,6 +323,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
         cells = []
         for c in columns:
             v, sd = s.get(c), s.get(f"{c}_std")
+            if isinstance(v, str) or (v is not None and c in COUNT_COLUMNS):  # what trained, parameter counts
+                cells.append(v if isinstance(v, str) else f"{v:,.0f}")
+                continue
             cells.append("-" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd else ""))
         delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
         lines.append(f"| {s['variant']} | {s['seeds']} | " + " | ".join(cells) + f" | {'-' if delta is None else f'{delta:+.2f}'} |")

@@ -217,6 +217,8 @@ def ablate_cmd(
     max_eval_samples: MaxSamplesOpt = 0,
     jobs: Annotated[int, typer.Option("--jobs", min=0, help="Variants trained at once, each in its own process "
                                       "(0 = the recipe's ablate.jobs).")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what each variant trains (trainable/total "
+                                          "parameters per component, LM context frames) and exit.")] = False,
 ) -> None:
     """Train and evaluate every variant of an ablation grid; write ablation.csv, ablation.md and a plot.
 
@@ -229,8 +231,14 @@ def ablate_cmd(
       vlmem ablate recipes/ablate/memory_sizes.toml --set train.max_steps=100
 
       vlmem ablate recipes/ablate/memory_matters.toml --jobs 2    # two variants at once, one core each
+
+      vlmem ablate recipes/ablate/memory_components.toml --dry-run    # what each variant trains
     """
-    from vlmem.ablate import run_ablation
+    from vlmem.ablate import dry_run_ablation, run_ablation
+
+    if dry_run:
+        dry_run_ablation(recipe, set_ or [], quick=quick)
+        return
 
     out = run_ablation(recipe, set_ or [], quick=quick, max_eval_samples=max_eval_samples, jobs=jobs)
     console.print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.md'}, {out / 'ablation.png'}")

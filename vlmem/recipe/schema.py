@@ -170,6 +170,8 @@ Component = Literal["memory", "fusion", "projector", "lm_lora", "lm", "vision"]
 class TrainConfig(Section):
     phase: Literal[0, 1, 2, 3] = 1
     init_from: str = ""  # a run folder or checkpoint folder to start from
+    # load only the init_from weights that fit (a fusion stage the variant removes starts fresh)
+    init_partial: bool = False
     trainable: list[Component] = []  # [] = the phase's default set (docs/training.md)
     lr: float = Field(1e-4, gt=0.0)  # memory parameters
     base_lr: float = Field(0.0, ge=0.0)  # projector / fusion / LM; 0 = same as lr

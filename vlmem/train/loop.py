@@ -34,7 +34,13 @@ from vlmem.train.checkpoint import (
     write_checkpoint,
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
-from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
+from vlmem.train.params import (
+    configure_trainable,
+    frozen_encoder,
+    param_groups,
+    parameter_table,
+    write_parameter_table,
+)
 
 console = Console(stderr=True)
 
@@ -162,7 +168,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
-        load_model_weights(model, init_dir, merge_memory_lora=True)
+        load_model_weights(model, init_dir, strict_keys=not t.init_partial, merge_memory_lora=True)
     components = configure_trainable(model, recipe)
     table = parameter_table(model)
     if dry_run or is_main_process():
@@ -196,6 +202,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         run_dir.mkdir(parents=True, exist_ok=True)
         write_lock(recipe, run_dir, acc.num_processes, overrides)
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        write_parameter_table(run_dir, table)
     if resume_from is not None:
         acc.load_state(str(resume_from / "training_state"))
         state = json.loads((resume_from / "training_state" / "trainer_state.json").read_text())
