@@ -64,4 +64,4 @@ def test_ablate_dry_run_from_the_cli(synth, capsys):
     assert main(["ablate", str(shipped_recipes_dir() / "ablate/memory_sizes.toml"), "--dry-run",
                  "--set", f"data.root={synth}", "--set", "train.init_from="]) == 0
     out = capsys.readouterr().out
-    assert "L_w=16,L_e=64" in out and "memory" in out
+    assert "memory_sizes.toml" in out and "45,696" in out  # the dual memory: trainable
