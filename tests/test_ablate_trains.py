@@ -65,3 +65,23 @@ def test_ablate_dry_run_from_the_cli(synth, capsys):
                  "--set", f"data.root={synth}", "--set", "train.init_from="]) == 0
     out = capsys.readouterr().out
     assert "memory_sizes.toml" in out and "45,696" in out  # the dual memory: trainable
+
+
+def test_adam_betas_reach_the_optimizer():
+    import torch
+
+    from vlmem.train.params import make_optimizer
+
+    recipe = load_recipe(str(shipped_recipes_dir() / "trm.toml"))
+    assert recipe.train.adam_betas == [0.9, 0.95]  # the seed's
+    model = torch.nn.Module()
+    model.memory = torch.nn.Linear(2, 2)
+    model.projector = torch.nn.Linear(2, 2)
+    opt = make_optimizer(model, recipe)
+    assert all(g["betas"] == (0.9, 0.95) for g in opt.param_groups)
+    assert load_recipe(str(shipped_recipes_dir() / "tiny/base.toml")).train.adam_betas == [0.9, 0.999]
+
+
+def test_adam_betas_out_of_range_is_a_config_error(tmp_path, capsys):
+    assert main(["recipe", "validate", str(shipped_recipes_dir() / "trm.toml"), "--set", "train.adam_betas=[0.9, 1.5]"]) == 2
+    assert "adam_betas" in capsys.readouterr().err

@@ -8,7 +8,7 @@ documented in docs/recipes.md; keep the two in step.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -177,6 +177,8 @@ class TrainConfig(Section):
     base_lr: float = Field(0.0, ge=0.0)  # projector / fusion / LM; 0 = same as lr
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    # AdamW (beta1, beta2); PyTorch's default. TRM's seed: [0.9, 0.95] (recipes/trm.toml)
+    adam_betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field([0.9, 0.999], min_length=2, max_length=2)
     epochs: int = Field(1, ge=1)
     max_steps: int = Field(0, ge=0)  # > 0 overrides epochs
     batch_size: int = Field(1, ge=1)

@@ -37,7 +37,7 @@ from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.params import (
     configure_trainable,
     frozen_encoder,
-    param_groups,
+    make_optimizer,
     parameter_table,
     write_parameter_table,
 )
@@ -179,7 +179,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         raise UsageError(f"nothing to train: train.phase = {t.phase} with train.trainable = {list(t.trainable)}")
 
     plan = make_plan(recipe, len(dataset), acc.num_processes)
-    optimizer = torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay)
+    optimizer = make_optimizer(model, recipe)
     from transformers import get_cosine_schedule_with_warmup
 
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)

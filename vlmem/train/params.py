@@ -79,6 +79,14 @@ def param_groups(model, recipe: Recipe) -> list[dict]:
     return groups
 
 
+def make_optimizer(model, recipe: Recipe):
+    """AdamW over `param_groups` with the recipe's weight decay and betas (`train.adam_betas`)."""
+    import torch
+
+    t = recipe.train
+    return torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay, betas=tuple(t.adam_betas))
+
+
 def parameter_table(model) -> list[tuple[str, int, int]]:
     """(component, trainable, total) per component, for --dry-run and the log."""
     rows = []
