@@ -85,3 +85,16 @@ def test_adam_betas_reach_the_optimizer():
 def test_adam_betas_out_of_range_is_a_config_error(tmp_path, capsys):
     assert main(["recipe", "validate", str(shipped_recipes_dir() / "trm.toml"), "--set", "train.adam_betas=[0.9, 1.5]"]) == 2
     assert "adam_betas" in capsys.readouterr().err
+
+
+def test_qa_ablation_plot_shows_em_and_f1_and_tables_say_what_trained(tmp_path):
+    from vlmem.ablate import _plot, write_tables
+
+    rows = [{"variant": f"n={n}", "seed": 0, "overall": f1, "exact_match": em, "f1": f1, "trained": "lm+projector",
+             "memory_trainable": 0, "trainable_params": 1_234_567, "total_params": 2_000_000, "minutes": 0.1}
+            for n, em, f1 in ((2, 10.0, 20.0), (4, 30.0, 40.0))]
+    write_tables(rows, tmp_path)
+    md = (tmp_path / "ablation.md").read_text()
+    assert "lm+projector" in md and "1,234,567" in md
+    assert _plot([{**r, "seeds": 1} for r in rows], tmp_path / "p.png") == ["exact_match", "f1"]
+    assert _plot([{"variant": "a", "overall": 1.0}], tmp_path / "q.png") == ["overall"]

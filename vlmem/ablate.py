@@ -339,19 +339,29 @@ def write_tables(rows: list[dict], out: Path) -> None:
     Console().print(table)
 
 
-def _plot(summary: list[dict], path: Path) -> None:
+def _plot(summary: list[dict], path: Path) -> list[str]:
+    """Bars per variant (spread over seeds as error bars); returns the metrics plotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [s["variant"] for s in summary]
-    values = [s.get("overall") or 0.0 for s in summary]
-    errors = [s.get("overall_std") or 0.0 for s in summary]
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.4))
-    ax.bar(range(len(names)), values, yerr=errors, capsize=3, color="#4c72b0")
+    # qa reports (TRM's ablations) carry both EM and token F1: plot the two side by side
+    metrics = [("exact_match", "EM"), ("f1", "token F1")] if all(s.get("exact_match") is not None and
+                                                                  s.get("f1") is not None for s in summary) \
+        else [("overall", "overall")]
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) * len(metrics) ** 0.5 + 2), 3.4))
+    width = 0.8 / len(metrics)
+    for j, ((key, label), colour) in enumerate(zip(metrics, ("#4c72b0", "#dd8452"), strict=False)):
+        xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [s.get(key) or 0.0 for s in summary], width, yerr=[s.get(f"{key}_std") or 0.0 for s in summary],
+               capsize=3, color=colour, label=label)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("overall score")
+    ax.set_ylabel("score" if len(metrics) > 1 else "overall score")
+    if len(metrics) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return [key for key, _ in metrics]
