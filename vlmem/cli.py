@@ -413,14 +413,17 @@ def prepare_pixmo_cmd(
     out: OutOpt,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    val_fraction: Annotated[float, typer.Option(help="Share of images in split \"val\".")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share of images in split \"test\".")] = 0.1,
 ) -> None:
-    """PixMo captions / open QA with locally available images -> open-QA rows.
+    """PixMo captions / open QA with locally available images -> open-QA rows, split by image into train/val/test.
 
     Example: vlmem prepare-data pixmo --parquet pixmo-cap.parquet --images /data/pixmo --out data/pixmo
     """
     from vlmem.data.pixmo import prepare_pixmo
 
-    _summarise(prepare_pixmo(parquet, images, out, overwrite=overwrite, seed=seed), out)
+    _summarise(prepare_pixmo(parquet, images, out, overwrite=overwrite, seed=seed, val_fraction=val_fraction,
+                             test_fraction=test_fraction), out)
 
 
 @prepare_app.command("vlm3r")
