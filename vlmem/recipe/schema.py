@@ -97,6 +97,8 @@ class MemoryConfig(Section):
     larimar_slots: int = Field(32, ge=1)
     larimar_noise: float = Field(0.1, gt=0.0)
     larimar_kl_weight: float = Field(0.1, ge=0.0)
+    larimar_steps: int = Field(0, ge=0)  # pseudo-inverse refinement steps of the addressing (seed: 3)
+    larimar_alpha: float = Field(1.0, gt=0.0, le=1.0)  # write adaptation rate; 1 = exact posterior (seed: 0.2)
 
 
 class DecoderConfig(Section):
