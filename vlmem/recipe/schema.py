@@ -126,6 +126,9 @@ class BitGenConfig(Section):
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lora_targets: list[str] = ["query", "value"]  # transformers 5.x names them q_proj / v_proj: mapped
     lora_warmup_epochs: int = Field(1, ge=0)  # LoRA frozen for these epochs, then trained
+    # tokens per frame into the memory: 0 = the DINOv2 CLS token; P (a square) = the patch grid pooled
+    # to P tokens (the seed: 256, i.e. DINOv2-base's 16 x 16 patches at 224 px, [B,256,128])
+    patch_tokens: int = Field(0, ge=0)
     compression_hidden: int = Field(384, ge=1)  # vision width -> hidden -> embed_dim
     compression_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embed_dim: int = Field(128, ge=4)  # shared image / text / memory / LM width
