@@ -96,7 +96,8 @@ def run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bo
         result = json.loads((run_dir / "eval" / f"{benchmark}.json").read_text())
         baseline = baseline or (baseline_scores(result) if result.get("baselines") else None)
         overall, tasks = _score_of(result)
-        rows.append({**row, "overall": overall, **tasks, "minutes": _train_minutes(run_dir), "status": "ok"})
+        rows.append({**row, "overall": overall, **tasks, **_trained_columns(run_dir),
+                     "minutes": _train_minutes(run_dir), "status": "ok"})
     if len(failed) < len(rows):  # a table of the variants that finished (failed ones marked)
         write_tables(rows, out, baseline)
     if failures:
@@ -123,6 +124,65 @@ def _run_sequential(todo: list, total: int, benchmark: str, max_eval_samples: in
             console.print(f"[red]{label}: failed[/red] (traceback at the end)")
             failures.append((label, 1, traceback.format_exc()))
     return failures
+
+
+def _trained_columns(run_dir: Path) -> dict:
+    """What the variant trained (RUN/parameters.json): the components with trainable parameters and
+    the memory's trainable count, so the table shows whether the memory it compares was trained."""
+    from vlmem.train.params import read_parameter_table
+
+    table = read_parameter_table(run_dir)
+    if not table:
+        return {}
+    return {"trained": "+".join(c for c, n in table.items() if n["trainable"] > 0),
+            "memory_trainable": table.get("memory", {}).get("trainable", 0),
+            "trainable_params": sum(n["trainable"] for n in table.values()),
+            "total_params": sum(n["total"] for n in table.values())}
+
+
+def dry_run_ablation(recipe_path: str, overrides: list[str] | None = None, quick: bool = False) -> list[dict]:
+    """Every variant's model built (weights not loaded) and its trainable set applied: per variant the
+    LM's context_frames, the memory kind and trainable / total parameters per component. Nothing
+    trains or is written. A tiny model's tokenizer comes from the init_from run or the data's text."""
+    from vlmem.model.build import build_model
+    from vlmem.train.params import configure_trainable, parameter_table
+
+    base = load_recipe(recipe_path, overrides or [])
+    rows = []
+    for label, variant in ablation_variants(base, recipe_path, quick=quick):
+        model = build_model(variant, _dry_run_tokenizer(variant, recipe_path))
+        configure_trainable(model, variant)
+        params = {name: (tr, tot) for name, tr, tot in parameter_table(model)}
+        rows.append({"variant": label, "context_frames": variant.model.context_frames,
+                     "memory": variant.model.memory.kind, "params": params})
+        del model
+    table = Table(title=f"{recipe_path}: trainable / total parameters per component (dry run, nothing trained)")
+    for column in ("variant", "context", "memory", *rows[0]["params"]):
+        table.add_column(column, overflow="fold")  # counts wrap rather than end in "..."
+    for r in rows:
+        table.add_row(r["variant"], str(r["context_frames"] or "all"), r["memory"],
+                      *(f"{tr:,}/{tot:,}" for tr, tot in r["params"].values()))
+    Console().print(table)
+    return rows
+
+
+def _dry_run_tokenizer(variant: Recipe, recipe_path: str):
+    from vlmem.data.dataset import read_qa_table
+    from vlmem.errors import UsageError
+    from vlmem.model.build import dataset_texts, load_tokenizer
+
+    m, init = variant.model, Path(variant.train.init_from) if variant.train.init_from else None
+    if m.lm.pretrained or m.vision.pretrained:
+        return load_tokenizer(variant)
+    for saved in (init, init / "checkpoints" / "last" / "model" if init else None):
+        if saved is not None and (saved / "tokenizer").is_dir():
+            return load_tokenizer(variant, saved=saved)
+    root = Path(variant.data.root)
+    if not (root / "qa.parquet").is_file():
+        raise UsageError(f"{recipe_path}: a tiny model's tokenizer is built from the data's text, but "
+                         f"data.root = {str(root)!r} has no qa.parquet: run `vlmem prepare-data` first or pass "
+                         "--set data.root=FOLDER")
+    return load_tokenizer(variant, texts=dataset_texts(read_qa_table(root)))
 
 
 def _train_and_evaluate(variant: Recipe, run_dir: Path, benchmark: str, max_eval_samples: int) -> None:
@@ -267,6 +327,9 @@ def _train_minutes(run_dir: Path) -> float | None:
     return round(seconds / 60, 2) if seconds else None
 
 
+COUNT_COLUMNS = ("memory_trainable", "trainable_params", "total_params")
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and spread (population std) over seeds per variant, in first-seen order."""
     keys = [k for k in _columns(rows) if k not in ("variant", "seed", "status")]
@@ -278,7 +341,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         entry = {"variant": name, "seeds": len(group), "failed": sum(g.get("status") == "failed" for g in group)}
         for k in keys:
             values = [g[k] for g in group if isinstance(g.get(k), (int, float))]
-            entry[k] = statistics.fmean(values) if values else None
+            texts = {g[k] for g in group if isinstance(g.get(k), str)}
+            entry[k] = statistics.fmean(values) if values else (texts.pop() if len(texts) == 1 else None)
             entry[f"{k}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0 if values else None
         out.append(entry)
     return out
@@ -310,6 +374,9 @@ def write_tables(rows: list[dict], out: Path, baseline: tuple[dict, set] | None 
         cells = []
         for c in columns:
             v, sd = s.get(c), s.get(f"{c}_std")
+            if isinstance(v, str) or (v is not None and c in COUNT_COLUMNS):  # what trained, parameter counts
+                cells.append(v if isinstance(v, str) else f"{v:,.0f}")
+                continue
             cells.append("-" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd else ""))
         delta = (s["overall"] - base["overall"]) if s.get("overall") is not None and base.get("overall") is not None else None
         name = s["variant"] + (f" (**failed**: {s['failed']} of {s['seeds']})" if s["failed"] else "")
@@ -334,19 +401,29 @@ def write_tables(rows: list[dict], out: Path, baseline: tuple[dict, set] | None 
     Console().print(table)
 
 
-def _plot(summary: list[dict], path: Path) -> None:
+def _plot(summary: list[dict], path: Path) -> list[str]:
+    """Bars per variant (spread over seeds as error bars); returns the metrics plotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [s["variant"] for s in summary]
-    values = [s.get("overall") or 0.0 for s in summary]
-    errors = [s.get("overall_std") or 0.0 for s in summary]
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.4))
-    ax.bar(range(len(names)), values, yerr=errors, capsize=3, color="#4c72b0")
+    # qa reports (TRM's ablations) carry both EM and token F1: plot the two side by side
+    metrics = [("exact_match", "EM"), ("f1", "token F1")] if all(s.get("exact_match") is not None and
+                                                                  s.get("f1") is not None for s in summary) \
+        else [("overall", "overall")]
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) * len(metrics) ** 0.5 + 2), 3.4))
+    width = 0.8 / len(metrics)
+    for j, ((key, label), colour) in enumerate(zip(metrics, ("#4c72b0", "#dd8452"), strict=False)):
+        xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [s.get(key) or 0.0 for s in summary], width, yerr=[s.get(f"{key}_std") or 0.0 for s in summary],
+               capsize=3, color=colour, label=label)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("overall score")
+    ax.set_ylabel("score" if len(metrics) > 1 else "overall score")
+    if len(metrics) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return [key for key, _ in metrics]

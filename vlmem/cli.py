@@ -250,6 +250,8 @@ def ablate_cmd(
     max_eval_samples: MaxSamplesOpt = 0,
     jobs: Annotated[int, typer.Option("--jobs", min=0, help="Variants trained at once, each in its own process "
                                       "(0 = the recipe's ablate.jobs).")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what each variant trains (trainable/total "
+                                          "parameters per component, LM context frames) and exit.")] = False,
 ) -> None:
     """Train and evaluate every variant of an ablation grid; write ablation.csv, ablation.md and a plot.
 
@@ -262,8 +264,14 @@ def ablate_cmd(
       vlmem ablate recipes/ablate/memory_sizes.toml --set train.max_steps=100
 
       vlmem ablate recipes/ablate/memory_matters.toml --jobs 2    # two variants at once, one core each
+
+      vlmem ablate recipes/ablate/memory_components.toml --dry-run    # what each variant trains
     """
-    from vlmem.ablate import run_ablation
+    from vlmem.ablate import dry_run_ablation, run_ablation
+
+    if dry_run:
+        dry_run_ablation(recipe, set_ or [], quick=quick)
+        return
 
     out = run_ablation(recipe, set_ or [], quick=quick, max_eval_samples=max_eval_samples, jobs=jobs)
     console.print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.md'}, {out / 'ablation.png'}")
@@ -443,14 +451,17 @@ def prepare_pixmo_cmd(
     out: OutOpt,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    val_fraction: Annotated[float, typer.Option(help="Share of images in split \"val\".")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share of images in split \"test\".")] = 0.1,
 ) -> None:
-    """PixMo captions / open QA with locally available images -> open-QA rows.
+    """PixMo captions / open QA with locally available images -> open-QA rows, split by image into train/val/test.
 
     Example: vlmem prepare-data pixmo --parquet pixmo-cap.parquet --images /data/pixmo --out data/pixmo
     """
     from vlmem.data.pixmo import prepare_pixmo
 
-    _summarise(prepare_pixmo(parquet, images, out, overwrite=overwrite, seed=seed), out)
+    _summarise(prepare_pixmo(parquet, images, out, overwrite=overwrite, seed=seed, val_fraction=val_fraction,
+                             test_fraction=test_fraction), out)
 
 
 @prepare_app.command("vlm3r")

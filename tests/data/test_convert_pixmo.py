@@ -46,3 +46,21 @@ def test_pixmo_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(DataError, match="image missing"):
         prepare_pixmo(px["cap"], empty, tmp_path / "o")
+
+
+def test_pixmo_splits_by_image_deterministically(tmp_path):
+    import hashlib
+
+    from vlmem.data.pixmo import pixmo_split
+
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
+    splits = [pixmo_split(d, 0.1, 0.1) for d in digests]
+    shares = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["val"] - 0.1) < 0.02 and abs(shares["test"] - 0.1) < 0.02
+    assert [pixmo_split(d, 0.1, 0.1) for d in digests] == splits  # a pure function of the image
+    px = fx.make_pixmo(tmp_path)
+    prepare_pixmo(px["ama"], px["images"], tmp_path / "a", val_fraction=0.0, test_fraction=0.5)
+    rows = pq.read_table(tmp_path / "a" / "qa.parquet").to_pylist()
+    assert [r["split"] for r in rows] == [pixmo_split(Path(r["video"]).stem, 0.0, 0.5) for r in rows]
+    with pytest.raises(UsageError, match="val-fraction"):
+        prepare_pixmo(px["ama"], px["images"], tmp_path / "b", val_fraction=0.6, test_fraction=0.5)

@@ -86,3 +86,37 @@ def test_titans_batched_scan_equals_stepping(update):
     out_i, _, info = mem.scan(h, mem.init_state(2), return_info=True)  # info path steps frame by frame
     torch.testing.assert_close(out_i, out, atol=1e-5, rtol=1e-5)
     assert info["s_norm"].shape == (2, 6)
+
+
+def test_larimar_refinement_steps_reach_the_least_squares_address():
+    """Ridge addressing + `steps` refinements approach the exact pseudo-inverse address z M^+."""
+    torch.manual_seed(0)
+    errs = []
+    for steps in (0, 3):
+        mem = LarimarMemory(D, slots=8, steps=steps, ridge=0.3)  # a large ridge: a visible bias to refine
+        st = mem.init_state(2)
+        z = torch.randn(2, 5, D)
+        exact = z @ torch.linalg.pinv(st.M)
+        errs.append(float((mem.address(z, st.M) - exact).norm() / exact.norm()))
+    assert errs[1] < 0.2 * errs[0], errs
+
+
+def test_larimar_alpha_moves_a_fraction_of_the_posterior_step():
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, D)
+    full, part = LarimarMemory(D, slots=8), LarimarMemory(D, slots=8, alpha=0.2)
+    part.load_state_dict(full.state_dict())
+    st = full.init_state(2)
+    a, b = full.write_codes(z, st), part.write_codes(z, st)
+    torch.testing.assert_close(b.M - st.M, 0.2 * (a.M - st.M))
+    torch.testing.assert_close(b.U - st.U, 0.2 * (a.U - st.U))
+    assert (torch.linalg.eigvalsh(b.U) > 0).all()
+
+
+def test_larimar_knobs_from_the_recipe():
+    from vlmem.memory import build_memory
+    from vlmem.recipe import load_recipe, shipped_recipes_dir
+
+    cfg = load_recipe(str(shipped_recipes_dir() / "larimar.toml")).model.memory
+    mem = build_memory(cfg, 32)
+    assert (mem.steps, mem.alpha) == (3, 0.2)  # the seed's

@@ -260,3 +260,24 @@ def test_momentum_encoders_follow_the_online_model_and_fill_the_queue():
     assert 0.0 <= out[3]["metrics"]["itm/acc"] <= 1.0
     _, _, plain = _build("model.bitgen.momentum=0.0")
     assert plain.fusion.momentum is None
+
+
+def test_patch_tokens_feed_the_memory_and_memory_quality_is_logged():
+    """patch_tokens = P: the seed's compressed patch tokens [B, T, P, E] instead of one CLS token."""
+    recipe, tok, model = _build("model.bitgen.patch_tokens=4", "model.bitgen.momentum=0.0")
+    model.eval()
+    frames, ids, mask, labels = _batch(tok)
+    tokens = model.encode_frames(frames)
+    assert tokens.shape == (4, 3, 4, recipe.model.bitgen.embed_dim) and model.grid == (2, 2)
+    cls = _build("model.bitgen.momentum=0.0")[2].encode_frames(frames)
+    assert cls.shape == (4, 3, 1, recipe.model.bitgen.embed_dim)
+    loss, _, state, aux = model(frames, ids, mask, labels)
+    q = aux["metrics"]["memory_quality"]
+    assert torch.isfinite(loss) and -1.0 <= q <= 1.0
+    # a recall measure: a frame's 4 tokens read back better after they were written than before
+    one = tokens[:, :1]
+    _, st, _ = model.image_embedding(one)
+    before = model.memory_quality(one, model.memory.init_state(4, tokens_per_frame=4))
+    assert model.memory_quality(one, st) > before + 0.1, (before, model.memory_quality(one, st))
+    with pytest.raises(ConfigError, match="patch_tokens"):
+        _build("model.bitgen.patch_tokens=5")

@@ -113,8 +113,20 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def prepare_pixmo(parquet: Path, images: Path, out: Path, overwrite: bool = False, seed: int = 0) -> dict:
-    """pixmo-cap or pixmo-ask-model-anything parquet + images folder -> `out` (split "train")."""
+def pixmo_split(digest: str, val_fraction: float, test_fraction: float) -> str:
+    """"train" / "val" / "test" from the image's sha256: deterministic, independent of row order
+    and seed, and every question about one image lands in the same split."""
+    u = int(digest[:8], 16) / 16 ** 8
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def prepare_pixmo(parquet: Path, images: Path, out: Path, overwrite: bool = False, seed: int = 0,
+                  val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict:
+    """pixmo-cap or pixmo-ask-model-anything parquet + images folder -> `out`, split by image into
+    train / val / test (`pixmo_split`; the seed's three splits, 80 / 10 / 10 by default)."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UsageError(f"--val-fraction {val_fraction} and --test-fraction {test_fraction} must be in [0, 1) "
+                         "and sum to less than 1 (the rest is train)")
     parquet, images, out = Path(parquet), Path(images), Path(out)
     rows, columns = read_parquets(parquet)
     if not images.is_dir():
@@ -130,7 +142,8 @@ def prepare_pixmo(parquet: Path, images: Path, out: Path, overwrite: bool = Fals
         raise DataError(f"{parquet}: missing column 'image_url'; found {columns}")
     index = index_images(images)
     rng = random.Random(seed)
-    options = {"parquet": str(parquet), "images": str(images), "seed": seed, "subset": dataset}
+    options = {"parquet": str(parquet), "images": str(images), "seed": seed, "subset": dataset,
+               "val_fraction": val_fraction, "test_fraction": test_fraction}
     copied: dict[Path, str | None] = {}
     missing: list[str] = []
     with DatasetWriter(out, SOURCE, overwrite, options) as w, progress_bar() as bar:
@@ -177,7 +190,8 @@ def prepare_pixmo(parquet: Path, images: Path, out: Path, overwrite: bool = Fals
             w.add_rows([{
                 "id": f"{dataset}-{i}", "dataset": dataset, "scene_name": Path(rel).stem, "question_type": kind,
                 "question": str(question).strip(), "options": None, "ground_truth": str(answer).strip(),
-                "answer_kind": "open", "video": rel, "split": "train",
+                "answer_kind": "open", "video": rel,
+                "split": pixmo_split(Path(rel).stem, val_fraction, test_fraction),
             }])
         return w.commit(extra={"missing_images": missing,
                                "images": len({v for v in copied.values() if v is not None})})

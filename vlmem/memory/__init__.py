@@ -26,7 +26,8 @@ __all__ = ["Memory", "MemoryState", "DualMemory", "WorkingMemory", "EpisodicMemo
 
 _DEFAULTS = dict(num_heads=8, L_w=8, L_e=32, dropout=0.1, episodic_stores="fused", use_salience_gate=False,
                  salience_threshold=0.5, titans_heads=4, titans_update="simple", titans_decay=0.95,
-                 titans_momentum=0.9, titans_lr=0.1, larimar_slots=32, larimar_noise=0.1, larimar_kl_weight=0.1, gate_init=None)
+                 titans_momentum=0.9, titans_lr=0.1, larimar_slots=32, larimar_noise=0.1, larimar_kl_weight=0.1, gate_init=None,
+                 larimar_steps=0, larimar_alpha=1.0)
 
 
 def build_memory(cfg, dim: int) -> Memory:
@@ -50,5 +51,6 @@ def build_memory(cfg, dim: int) -> Memory:
         return TitansMemory(dim, c["titans_heads"], c["titans_update"], c["titans_decay"], c["titans_momentum"],
                             c["titans_lr"])
     if kind == "larimar":
-        return LarimarMemory(dim, c["larimar_slots"], c["larimar_noise"], c["larimar_kl_weight"])
+        return LarimarMemory(dim, c["larimar_slots"], c["larimar_noise"], c["larimar_kl_weight"],
+                             steps=c["larimar_steps"], alpha=c["larimar_alpha"])
     return NoMemory(dim)

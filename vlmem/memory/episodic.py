@@ -196,19 +196,23 @@ class EpisodicScan:
 
 
 class SalienceGate(nn.Module):
-    """Optional: score each frame (sigmoid of a linear map of its mean token); the
-    episodic write happens only where score > threshold. The written vector is
-    multiplied by score / score.detach() (value unchanged) so the gate gets gradients."""
+    """Optional: score each frame, s = sigmoid(MLP(mean token)) with the seeds' shape
+    Linear -> ReLU -> Linear -> Sigmoid, and write the episodic entry x * s (a soft write).
+
+    Training writes every frame (`write` None), so the gate always gets gradient through the
+    entry it scales, and a gate that starts closed can open again; a hard write gate got gradient
+    only through the entries it wrote, so a closed one never opened. In eval the frames with
+    s <= threshold are not written (`write` [B] bool); the others store the same x * s as in training."""
 
     def __init__(self, dim: int, threshold: float = 0.5):
         super().__init__()
-        self.proj = nn.Linear(dim, 1)
+        self.mlp = nn.Sequential(nn.Linear(dim, max(dim // 2, 1)), nn.ReLU(), nn.Linear(max(dim // 2, 1), 1))
         self.threshold = threshold
 
     def forward(self, h: torch.Tensor, x: torch.Tensor):
-        s = torch.sigmoid(self.proj(h.mean(1))).squeeze(-1)  # [B]
-        x = x * (s / s.detach()).view(-1, 1, 1).to(x.dtype)
-        return s, s.detach() > self.threshold, x
+        s = torch.sigmoid(self.mlp(h.mean(1))).squeeze(-1)  # [B]
+        write = None if self.training else s.detach() > self.threshold
+        return s, write, x * s.view(-1, 1, 1).to(x.dtype)
 
 
 class EpisodicMemory(Memory):

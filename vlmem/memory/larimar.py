@@ -4,10 +4,14 @@ the Kanerva-machine posterior update, called "GPM with Bayesian updates" in the 
 Memory M [K, C] with a matrix-normal posterior N(M, U (x) I_C), prior N(M0, I (x) I_C).
 Tokens are encoded to codes z = enc(h) [N, C].
     addressing (pseudo-inverse, ridge):  w = z M^+ = z M^T (M M^T + lam I)^-1
+        + `steps` refinement steps  w <- w + (z - w M) M^T (M M^T + lam I)^-1  (toward the exact
+          least-squares address; the seed's 3; the ridge factor is computed once)
     read:   z_read = w M;   m = out(z_read)          (reads before writes)
-    write (Bayesian / recursive least squares, observation noise sigma^2):
+    write (Bayesian / recursive least squares, observation noise sigma^2, adaptation rate alpha):
         D  = z - w M,  Sc = w U,  Sz = w U w^T + sigma^2 I
-        M <- M + Sc^T Sz^-1 D,    U <- U - Sc^T Sz^-1 Sc
+        M <- M + alpha Sc^T Sz^-1 D,    U <- U - alpha Sc^T Sz^-1 Sc
+        (alpha = 1: the exact posterior; the seed's 0.2 moves a fraction of the way, and
+         U - alpha X >= (1 - alpha) U stays positive definite)
     KL(q(M) || p(M)) = 0.5 [C tr(U) + ||M - M0||^2 - K C - C logdet U]
 All memory algebra runs in float32 (solves, not explicit inverses), whatever the input dtype.
 """
@@ -25,14 +29,19 @@ from vlmem.memory.base import Memory, MemoryState
 
 class LarimarMemory(Memory):
     def __init__(self, dim: int, slots: int = 32, noise: float = 0.1, kl_weight: float = 0.1,
-                 code_dim: int | None = None, ridge: float = 1e-4):
+                 code_dim: int | None = None, ridge: float = 1e-4, steps: int = 0, alpha: float = 1.0):
         super().__init__()
         if slots < 1:
             raise ConfigError(f"model.memory.larimar_slots={slots} must be >= 1")
         if noise <= 0:
             raise ConfigError(f"model.memory.larimar_noise={noise} must be > 0")
         self.dim, self.K, self.C = dim, slots, code_dim or dim
+        if steps < 0:
+            raise ConfigError(f"model.memory.larimar_steps={steps} must be >= 0")
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"model.memory.larimar_alpha={alpha} must be in (0, 1]")
         self.noise, self.kl_weight, self.ridge = noise, kl_weight, ridge
+        self.steps, self.alpha = steps, alpha
         self.encoder = nn.Linear(dim, self.C)
         self.out_proj = nn.Linear(self.C, dim)
         self.prior_mean = nn.Parameter(torch.randn(slots, self.C) / math.sqrt(self.C))
@@ -54,7 +63,13 @@ class LarimarMemory(Memory):
         A = M @ M.transpose(1, 2)
         lam = self.ridge * A.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-6)
         A = A + lam.view(-1, 1, 1) * torch.eye(self.K, device=M.device)
-        return torch.linalg.solve(A, M @ z.transpose(1, 2)).transpose(1, 2)
+        if self.steps == 0:
+            return torch.linalg.solve(A, M @ z.transpose(1, 2)).transpose(1, 2)
+        chol = torch.linalg.cholesky(A)  # symmetric positive definite: factor once, solve 1 + steps times
+        w = torch.cholesky_solve(M @ z.transpose(1, 2), chol).transpose(1, 2)
+        for _ in range(self.steps):
+            w = w + torch.cholesky_solve(M @ (z - w @ M).transpose(1, 2), chol).transpose(1, 2)
+        return w
 
     def read_codes(self, z: torch.Tensor, state: MemoryState) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.address(z.float(), state.M)
@@ -69,8 +84,8 @@ class LarimarMemory(Memory):
         sc = w @ U  # [B, n, K]
         sz = sc @ w.transpose(1, 2) + (self.noise ** 2) * torch.eye(z.shape[1], device=z.device)
         x = torch.linalg.solve(sz, sc)  # Sz^-1 Sc, [B, n, K]
-        M = M + x.transpose(1, 2) @ delta
-        U = U - sc.transpose(1, 2) @ x
+        M = M + self.alpha * (x.transpose(1, 2) @ delta)
+        U = U - self.alpha * (sc.transpose(1, 2) @ x)
         U = 0.5 * (U + U.transpose(1, 2))
         return state.replace(M=M, U=U, kl=self.kl(M, U), usage=state.usage + w.detach().abs().sum(1))
 

@@ -6,10 +6,18 @@ frame form one chunk (chunk_size = tokens per frame by default); each chunk is
 read with the state before it, then written (reads before writes):
     q, k = l2norm(W_q x), l2norm(W_k x);  v = W_v x;  y = out(q S)
 update="simple":  S <- decay * S + sum_n a_n k_n^T v_n,      a_n = sigmoid(W_a x_n)
-update="titans":  G = grad_S sum_n theta_n ||k_n S - v_n||^2 = 2 K^T diag(theta) (K S - V)
-                  theta_n = lr * sigmoid(W_a x_n)             (inner learning rate)
-                  Mom <- eta * Mom - G,   eta = sigmoid(W_eta mean(x))   (momentum)
-                  S   <- (1 - alpha) * S + Mom, alpha = sigmoid(W_alpha mean(x)) (forgetting)
+update="titans":  G = grad_S mean_n theta_n ||k_n S - v_n||^2 = (2/c) K^T diag(theta) (K S - V)
+                  theta_n = lr * sigmoid(W_a x_n)             (inner learning rate, at most lr)
+                  Mom <- eta * Mom - G,   eta = 0.95 sigmoid(W_eta mean(x))   (momentum on the surprise)
+                  S   <- (1 - alpha) * S + Mom, alpha = 0.01 + 0.99 sigmoid(W_alpha mean(x)) (forgetting)
+The titans rule is titans-pytorch's NeuralMemory (adaptive step = max_lr * sigmoid, momentum and
+decay gates per chunk) for a linear memory. Its step is bounded: keys are unit vectors, so the
+surprise's curvature (2/c) K^T diag(theta) K has eigenvalues <= 2 lr, and with lr <= 1/2 the
+recurrence (S, Mom) is stable for every eta < 1, alpha in [0, 1) (docs/memory.md). eta is capped
+at 0.95: at eta = 1 without forgetting (where training drove the gates) the recurrence is an
+undamped oscillator that data-dependent steps pump; alpha >= 0.01, since without forgetting the
+directions the keys barely constrain drift (slowly, but without bound). A learned, unbounded step, a sum instead of a
+mean over the chunk's tokens, or an uncapped eta let S grow without bound.
 S and Mom are kept in float32 whatever the input dtype.
 """
 
@@ -25,6 +33,9 @@ from vlmem.errors import ConfigError
 from vlmem.memory.base import Memory, MemoryState, check_heads
 
 TITANS_UPDATES = ("simple", "titans")
+TITANS_MAX_LR = 0.5  # the largest inner step for which the titans recurrence stays bounded
+TITANS_MIN_FORGET = 0.01  # without forgetting, directions the keys barely touch drift without bound
+TITANS_MAX_MOMENTUM = 0.95  # eta -> 1 with no forgetting is an undamped oscillator: data-dependent steps pump it
 
 
 def _logit(p: float) -> float:
@@ -39,6 +50,9 @@ class TitansMemory(Memory):
         check_heads(dim, num_heads, "titans_heads")
         if update not in TITANS_UPDATES:
             raise ConfigError(f"model.memory.titans_update={update!r}; valid choices: {TITANS_UPDATES}")
+        if update == "titans" and not 0.0 < lr <= TITANS_MAX_LR:
+            raise ConfigError(f"model.memory.titans_lr={lr} must be in (0, {TITANS_MAX_LR}]: a larger inner step "
+                              "lets the titans update diverge")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.update, self.chunk_size = update, chunk_size
         self.to_q = nn.Linear(dim, dim, bias=False)
@@ -49,10 +63,13 @@ class TitansMemory(Memory):
         if update == "simple":
             self.decay_logit = nn.Parameter(torch.full((num_heads,), _logit(decay)))
         else:
-            self.log_lr = nn.Parameter(torch.full((num_heads,), math.log(lr)))
+            self.max_lr = lr  # fixed: a learned step could grow past the bound during training
             self.forget_gate = nn.Linear(dim, num_heads)
             self.momentum_gate = nn.Linear(dim, num_heads)
-            for lin, p in ((self.forget_gate, 1 - decay), (self.momentum_gate, momentum)):
+            if not 0.0 <= momentum < TITANS_MAX_MOMENTUM:
+                raise ConfigError(f"model.memory.titans_momentum={momentum} must be in [0, {TITANS_MAX_MOMENTUM}) "
+                                  "with titans_update = \"titans\"")
+            for lin, p in ((self.forget_gate, (1 - decay - TITANS_MIN_FORGET) / (1 - TITANS_MIN_FORGET)), (self.momentum_gate, momentum / TITANS_MAX_MOMENTUM)):
                 nn.init.normal_(lin.weight, std=0.02)
                 nn.init.constant_(lin.bias, _logit(p))
 
@@ -77,8 +94,8 @@ class TitansMemory(Memory):
         if self.update == "simple":
             return q, k, v, a, None, None
         xm = x.mean(-2)
-        alpha = torch.sigmoid(self.forget_gate(xm).float())[..., None, None]  # [..., H, 1, 1]
-        eta = torch.sigmoid(self.momentum_gate(xm).float())[..., None, None]
+        alpha = TITANS_MIN_FORGET + (1 - TITANS_MIN_FORGET) * torch.sigmoid(self.forget_gate(xm).float())[..., None, None]
+        eta = TITANS_MAX_MOMENTUM * torch.sigmoid(self.momentum_gate(xm).float())[..., None, None]
         return q, k, v, a, alpha, eta
 
     def _recur(self, q, k, v, a, alpha, eta, S, mom):
@@ -89,8 +106,9 @@ class TitansMemory(Memory):
             decay = torch.sigmoid(self.decay_logit.float()).view(1, -1, 1, 1)
             S = decay * S + (k * a.unsqueeze(-1)).transpose(-1, -2) @ v
         else:
-            theta = torch.exp(self.log_lr.float()).view(1, -1, 1) * a
-            grad = 2 * (k * theta.unsqueeze(-1)).transpose(-1, -2) @ (k @ S - v)  # closed-form surprise
+            theta = self.max_lr * a  # [B, H, c]
+            c = k.shape[-2]  # mean over the chunk's tokens: the step does not grow with the chunk
+            grad = (2.0 / c) * (k * theta.unsqueeze(-1)).transpose(-1, -2) @ (k @ S - v)  # closed-form surprise
             mom = eta * mom - grad
             S = (1 - alpha) * S + mom
             extra = dict(surprise_norm=grad.detach().flatten(1).norm(dim=1),

@@ -1,8 +1,9 @@
 """BitGen (`model.kind = "bitgen"`): a small contrastive VLM with an episodic memory.
 
     frames [B,T,3,H,W] -> DINOv2 (frozen, LoRA on query/value) -> CLS feature per frame
-      -> FeatureCompression (D -> 384 -> 128)                        = per-frame tokens [B,T,1,E]
-      -> memory over frames (Larimar, or none) -> H_t + M_t -> mean over frames = image  [B,E]
+      (or, with patch_tokens = P, its patch tokens pooled to P: the seed's [B,256,128])
+      -> FeatureCompression (D -> 384 -> 128)                        = per-frame tokens [B,T,1|P,E]
+      -> memory over frames (Larimar, or none) -> H_t + M_t -> mean over frames (and tokens) = image [B,E]
     text (question + answer, or caption) -> token + position embeddings -> masked mean = text [B,E]
     ITC(image, text) with a feature queue, ITM(image, text) with similarity-sampled hard negatives
     LM: text tokens + fusion MLP([token; image]) -> causal blocks -> vocabulary logits
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 
 import torch
 import torch.nn as nn
@@ -192,7 +194,7 @@ class BitGenVLM(nn.Module):
         targets = resolve_lora_targets(vision.model, list(b.lora_targets))
         lora = LoraConfig(r=b.lora_r, lora_alpha=b.lora_alpha, lora_dropout=b.lora_dropout, target_modules=targets)
         vision.model = get_peft_model(vision.model, lora)
-        vision.num_prefix_tokens = 0  # keep DINOv2's CLS token (index 0): BitGen uses it as the frame feature
+        vision.num_prefix_tokens = 0  # keep DINOv2's CLS token (index 0): the frame feature without patch_tokens
         self.vision = vision
         self.projector = FeatureCompression(vision.hidden_size, b.compression_hidden, b.embed_dim,
                                             b.compression_dropout)
@@ -202,7 +204,11 @@ class BitGenVLM(nn.Module):
         self.geometry_encoder = None
         self.lm = BitGenText(vocab_size, b.embed_dim, b.max_text_len, b.lm_layers, b.lm_heads, b.lm_dropout)
         self.fusion.momentum = MomentumEncoders(self) if b.momentum > 0 else None
-        self.grid = (1, 1)  # one pooled token per frame
+        side = math.isqrt(b.patch_tokens) if b.patch_tokens else 1
+        if side * side != max(b.patch_tokens, 1):
+            raise ConfigError(f"model.bitgen.patch_tokens={b.patch_tokens} must be 0 (the CLS token) or a square "
+                              "(the patch grid is pooled to side x side tokens; the seed's 256 = 16 x 16)")
+        self.grid = (side, side)  # tokens per frame: the CLS token (1 x 1) or the pooled patch grid
         self.lora_targets = targets
         self._lora_managed = True  # adjust_trainable: False when train.trainable leaves out "vision"
         self._lora_on: bool | None = None  # last state set by training_schedule (for its messages)
@@ -260,14 +266,23 @@ class BitGenVLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [B,T,3,H,W] uint8 -> DINOv2 CLS features [B,T,D]."""
+        """frames [B,T,3,H,W] uint8 -> DINOv2 features [B,T,P,D]: the CLS token (P = 1) or, with
+        `patch_tokens`, the patch tokens average-pooled on their grid to P = side x side."""
         b, t = frames.shape[:2]
         pixels = frames.flatten(0, 1).to(self.projector_dtype) / 255.0
-        return self.vision(pixels)[:, 0].unflatten(0, (b, t)).to(self.projector_dtype)
+        out = self.vision(pixels)
+        if not self.bg.patch_tokens:
+            x = out[:, :1]
+        else:
+            patches = out[:, 1:]  # DINOv2: CLS first, then the patch grid row by row
+            g = math.isqrt(patches.shape[1])
+            grid = patches.transpose(1, 2).unflatten(2, (g, g))  # [BT, D, g, g]
+            x = F.adaptive_avg_pool2d(grid, self.grid).flatten(2).transpose(1, 2)  # [BT, P, D]
+        return x.unflatten(0, (b, t)).to(self.projector_dtype)
 
     def encode_frames(self, frames: torch.Tensor, geometry: dict | None = None) -> torch.Tensor:
-        """frames [B,T,3,H,W] uint8 -> compressed DINOv2 CLS features [B,T,1,E] (the memory's input)."""
-        return self.projector(self.frame_features(frames)).unsqueeze(2)
+        """frames [B,T,3,H,W] uint8 -> compressed DINOv2 features [B,T,P,E] (the memory's input)."""
+        return self.projector(self.frame_features(frames))
 
     def run_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False, memory=None):
         """tokens [B,T,1,E] -> (read-out [B,T,1,E], final state, per-frame info); chunks of
@@ -278,12 +293,12 @@ class BitGenVLM(nn.Module):
         return memory.scan_truncated(tokens, state, tbptt_frames, return_info)
 
     def memory_readout(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B,T,1,E] -> the memory's read-out of every frame [B,T,1,E] (one scan, no info)."""
+        """tokens [B,T,P,E] -> the memory's read-out of every frame [B,T,P,E] (one scan, no info)."""
         return self.run_memory(tokens)[0]
 
     def image_embedding(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False, memory=None,
                         readout=None):
-        """tokens [B,T,1,E] -> (image [B,E] = mean over frames of H_t + M_t (or M_t), state, info);
+        """tokens [B,T,P,E] -> (image [B,E] = mean over frames and tokens of H_t + M_t (or M_t), state, info);
         a precomputed `readout` (`memory_readout`) skips the scan (state None, info {})."""
         if readout is not None:
             m, state, info = readout, None, {}
@@ -291,7 +306,7 @@ class BitGenVLM(nn.Module):
             m, state, info = self.run_memory(tokens, tbptt_frames, return_info, memory)
         residual = self.cfg.memory.output == "residual" and self.cfg.memory.kind != "none"
         frames = (tokens + m) if residual else m
-        return frames[:, :, 0].mean(1), state, info
+        return frames.mean((1, 2)), state, info
 
     # -- training / inference ----------------------------------------------------------
     def forward(self, frames, input_ids, attention_mask, labels=None, geometry=None, tokens=None, tbptt_frames=0,
@@ -306,7 +321,7 @@ class BitGenVLM(nn.Module):
         feats = None
         if tokens is None:
             feats = self.frame_features(frames)
-            tokens = self.projector(feats).unsqueeze(2)
+            tokens = self.projector(feats)
         image, state, aux = self.image_embedding(tokens, tbptt_frames, return_info)
         emb = self.lm.embed(input_ids, attention_mask)
         text = self.lm.encode(input_ids, attention_mask)
@@ -317,7 +332,7 @@ class BitGenVLM(nn.Module):
             if self.training:
                 mom.update(self, self.bg.momentum)
             with torch.no_grad():
-                image_m = self.image_embedding(mom.projector(feats.detach()).unsqueeze(2), tbptt_frames,
+                image_m = self.image_embedding(mom.projector(feats.detach()), tbptt_frames,
                                                memory=mom.memory)[0]
                 text_m = encode_text(mom.tok, mom.text_proj, mom.pool_norm, input_ids, attention_mask)
 
@@ -325,6 +340,7 @@ class BitGenVLM(nn.Module):
         q_img, q_txt = (x.clone() for x in itc_head.queued())  # before ITC enqueues this batch
         itc = itc_head(image, text, idx=idx, img_m=image_m, txt_m=text_m)
         terms = {"itc": itc["loss"]}
+        quality = self.memory_quality(tokens, state)
         metrics = {"itc/loss": _f(itc["loss"]), "itc/i2t_acc": _f(itc["i2t_acc"]),
                    "itc/t2i_acc": _f(itc["t2i_acc"]), "itc/temperature": _f(itc["temperature"])}
         b = image.shape[0]
@@ -347,12 +363,26 @@ class BitGenVLM(nn.Module):
                                         ignore_index=IGNORE_INDEX)
             terms["text"] = text_loss
             metrics["text/loss"] = _f(text_loss)
+        if quality is not None:
+            metrics["memory_quality"] = quality
         w = self.bg
         loss = bitgen_loss(terms, {"itc": w.itc_weight, "itm": w.itm_weight, "text": w.text_weight})
         aux = dict(aux)
         aux["losses"] = {}
         aux["metrics"] = metrics
         return loss, logits, state, aux
+
+    @torch.no_grad()
+    def memory_quality(self, tokens: torch.Tensor, state) -> float | None:
+        """How well the memory at the end of the video gives back what was written: the mean cosine
+        between each frame token's code z and its read from the final state (1 = every token
+        recalled exactly). Larimar only (the memory with a read of codes); None otherwise."""
+        read_codes = getattr(self.memory, "read_codes", None)
+        if read_codes is None or state is None:
+            return None
+        z = self.memory.encoder(tokens.flatten(1, 2)).float()  # [B, T*P, C]
+        z_read, _ = read_codes(z, state)
+        return float(F.cosine_similarity(z_read, z, dim=-1).mean())
 
     @torch.no_grad()
     def retrieval_metrics(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,

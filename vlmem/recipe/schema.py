@@ -8,7 +8,7 @@ documented in docs/recipes.md; keep the two in step.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +103,8 @@ class MemoryConfig(Section):
     larimar_slots: int = Field(32, ge=1)
     larimar_noise: float = Field(0.1, gt=0.0)
     larimar_kl_weight: float = Field(0.1, ge=0.0)
+    larimar_steps: int = Field(0, ge=0)  # pseudo-inverse refinement steps of the addressing (seed: 3)
+    larimar_alpha: float = Field(1.0, gt=0.0, le=1.0)  # write adaptation rate; 1 = exact posterior (seed: 0.2)
 
 
 class DecoderConfig(Section):
@@ -130,6 +132,9 @@ class BitGenConfig(Section):
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lora_targets: list[str] = ["query", "value"]  # transformers 5.x names them q_proj / v_proj: mapped
     lora_warmup_epochs: int = Field(1, ge=0)  # LoRA frozen for these epochs, then trained
+    # tokens per frame into the memory: 0 = the DINOv2 CLS token; P (a square) = the patch grid pooled
+    # to P tokens (the seed: 256, i.e. DINOv2-base's 16 x 16 patches at 224 px, [B,256,128])
+    patch_tokens: int = Field(0, ge=0)
     compression_hidden: int = Field(384, ge=1)  # vision width -> hidden -> embed_dim
     compression_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embed_dim: int = Field(128, ge=4)  # shared image / text / memory / LM width
@@ -176,11 +181,15 @@ Component = Literal["memory", "fusion", "projector", "lm_lora", "lm", "vision"]
 class TrainConfig(Section):
     phase: Literal[0, 1, 2, 3] = 1
     init_from: str = ""  # a run folder or checkpoint folder to start from
+    # load only the init_from weights that fit (a fusion stage the variant removes starts fresh)
+    init_partial: bool = False
     trainable: list[Component] = []  # [] = the phase's default set (docs/training.md)
     lr: float = Field(1e-4, gt=0.0)  # memory parameters
     base_lr: float = Field(0.0, ge=0.0)  # projector / fusion / LM; 0 = same as lr
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    # AdamW (beta1, beta2); PyTorch's default. TRM's seed: [0.9, 0.95] (recipes/trm.toml)
+    adam_betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field([0.9, 0.999], min_length=2, max_length=2)
     epochs: int = Field(1, ge=1)
     max_steps: int = Field(0, ge=0)  # > 0 overrides epochs
     batch_size: int = Field(1, ge=1)

@@ -114,6 +114,9 @@ def resolve_model_dir(path: Path) -> Path:
 
 def load_model_weights(model, model_dir: Path, strict_keys: bool = True, merge_memory_lora: bool = False) -> dict:
     """Load model/ weights into `model`; every saved key must exist in the model (same recipe family).
+    With `strict_keys` False the saved weights that do not fit (unknown keys, other shapes: a
+    fusion stage the recipe removes or reshapes) are skipped and named on stderr; those
+    parameters keep their fresh initialisation (`train.init_partial`).
 
     Memory-attention LoRA saved with the weights is re-applied first (config.json says its r /
     alpha), and folded into plain weights with `merge_memory_lora` (a later phase starts from it)."""
@@ -138,6 +141,13 @@ def load_model_weights(model, model_dir: Path, strict_keys: bool = True, merge_m
                   f"{tuple(own[mismatched[0]].shape)})" if mismatched else "")
         raise CheckpointError(f"{path} does not fit this model: {detail.strip()}. It was written by a different "
                               "recipe (model sizes, memory kind or fusion stages differ)")
+    if not strict_keys and (unknown or mismatched):
+        from rich.console import Console
+
+        skip = unknown + mismatched
+        Console(stderr=True).print(f"{path}: {len(skip)} saved tensors do not fit this model and start fresh "
+                                   f"(train.init_partial), e.g. {skip[:3]}")
+        state = {k: v for k, v in state.items() if k not in set(skip)}
     model.load_state_dict(state, strict=False)
     if merge_memory_lora and saved.get("memory_lora"):
         from vlmem.train.memory_lora import merge_memory_lora as merge

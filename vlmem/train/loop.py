@@ -36,7 +36,13 @@ from vlmem.train.checkpoint import (
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
-from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
+from vlmem.train.params import (
+    configure_trainable,
+    frozen_encoder,
+    make_optimizer,
+    parameter_table,
+    write_parameter_table,
+)
 from vlmem.train.resume import fingerprint, load_training_state, verify_training_state
 from vlmem.train.tbptt import chunk_count, encode_video, per_chunk_step
 from vlmem.train.validate import Validator
@@ -181,7 +187,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
 
     model = build_model(recipe, tokenizer)
     if init_dir is not None:
-        load_model_weights(model, init_dir, merge_memory_lora=True)
+        load_model_weights(model, init_dir, strict_keys=not t.init_partial, merge_memory_lora=True)
     components = configure_trainable(model, recipe)
     table = parameter_table(model)
     if dry_run or is_main_process():
@@ -196,7 +202,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     if isinstance(dataset, MixedDataset):
         sampler = MixSampler(recipe.run.seed, dataset.sizes, list(recipe.data.weights),
                              plan.global_batch * t.grad_accum)
-    optimizer = torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay)
+    optimizer = make_optimizer(model, recipe)
     from transformers import get_cosine_schedule_with_warmup
 
     # per-chunk TBPTT steps the optimizer once per chunk: the schedule counts those steps
@@ -224,6 +230,7 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         run_dir.mkdir(parents=True, exist_ok=True)
         write_lock(recipe, run_dir, acc.num_processes, overrides)
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        write_parameter_table(run_dir, table)
     if resume_from is not None:
         state = load_training_state(acc, resume_from / "training_state")  # exact, or a clear refusal
         start_step = int(state["step"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+RETRIEVAL_KEYS = ("attn_entropy", "top_age")  # per-read retrieval statistics (retrieval_stats)
 
 
 class MetricsLog:
@@ -38,9 +41,37 @@ def memory_stats(info: dict | None, cfg) -> dict[str, float]:
         out["mem/episodic_replacements"] = float(replaced.sum(1).float().mean())
         if "e_replace_sim" in info and replaced.any():
             out["mem/replace_similarity"] = float(info["e_replace_sim"][replaced].float().mean())
+    for branch, name in (("w", "working"), ("e", "episodic")):
+        if f"{branch}_attn" in info and f"{branch}_frames" in info:
+            out.update(retrieval_stats(info[f"{branch}_attn"], info[f"{branch}_frames"], name))
     for key in ("gate_mean", "gate_std", "s_norm", "write_gate_mean", "kl", "utilisation", "read_error", "salience"):
         if key in info:
             out[f"mem/{key}"] = float(info[key].float().mean())
+    return out
+
+
+def retrieval_stats(mass, frames, name: str) -> dict[str, float]:
+    """How a slot memory reads, from the attention it already computes: `mass` [B, T, L] is the
+    attention mass of each slot at each frame's read (mean over heads and query tokens), `frames`
+    [B, T, L] the frame each slot holds (-1: empty). Over the reads with a non-empty buffer:
+    `mem/<name>_attn_entropy`, the entropy (nats) of the mass over the slots (0: one slot read,
+    log(fill): uniform), and `mem/<name>_top_age`, the frames since the most attended slot was written
+    (the frame index of a scan from a fresh state is the read's time)."""
+    mass = mass.float()
+    total = mass.sum(-1)
+    read = total > 0
+    if not bool(read.any()):
+        return {}
+    p = mass / total.clamp_min(1e-12)[..., None]
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    src = frames.gather(-1, p.argmax(-1, keepdim=True))[..., 0]
+    now = frames.new_tensor(range(frames.shape[1]))[None, :]
+    aged = read & (src >= 0)
+    out = {f"mem/{name}_attn_entropy": float(entropy[read].mean())}
+    if bool(aged.any()):
+        out[f"mem/{name}_top_age"] = float((now - src)[aged].float().mean())
+    if not math.isfinite(out[f"mem/{name}_attn_entropy"]):
+        del out[f"mem/{name}_attn_entropy"]
     return out
 
 
@@ -65,7 +96,9 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
 
     panels = [("loss", ["loss"]), ("learning rate", ["lr"]),
               ("memory fill", sorted({k for r in records for k in r if k.startswith("mem/fill")})),
-              ("memory gate / stats", sorted({k for r in records for k in r if k.startswith("mem/") and "fill" not in k}))]
+              ("memory gate / stats", sorted({k for r in records for k in r if k.startswith("mem/") and "fill" not in k
+                                              and not k.endswith(RETRIEVAL_KEYS)})),
+              ("memory retrieval", sorted({k for r in records for k in r if k.endswith(RETRIEVAL_KEYS)}))]
     panels = [(title, keys, records) for title, keys in panels if keys]
     if held_out:
         keys = sorted({k for r in held_out for k in r if k.startswith("eval/") and k != "eval/questions"})

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import torch.nn as nn
 
 from vlmem.recipe.load import default_trainable
@@ -75,6 +79,14 @@ def param_groups(model, recipe: Recipe) -> list[dict]:
     return groups
 
 
+def make_optimizer(model, recipe: Recipe):
+    """AdamW over `param_groups` with the recipe's weight decay and betas (`train.adam_betas`)."""
+    import torch
+
+    t = recipe.train
+    return torch.optim.AdamW(param_groups(model, recipe), weight_decay=t.weight_decay, betas=tuple(t.adam_betas))
+
+
 def parameter_table(model) -> list[tuple[str, int, int]]:
     """(component, trainable, total) per component, for --dry-run and the log."""
     rows = []
@@ -82,3 +94,23 @@ def parameter_table(model) -> list[tuple[str, int, int]]:
         params = [p for m in modules for p in m.parameters()]
         rows.append((name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)))
     return rows
+
+
+PARAMETERS_FILE = "parameters.json"
+
+
+def write_parameter_table(run_dir: Path, table: list[tuple[str, int, int]]) -> None:
+    """RUN/parameters.json: trainable / total parameters per component (ablation tables read it)."""
+    path = Path(run_dir) / PARAMETERS_FILE
+    tmp = path.with_suffix(".json.tmp-write")
+    tmp.write_text(json.dumps({name: {"trainable": tr, "total": tot} for name, tr, tot in table}, indent=1))
+    os.replace(tmp, path)
+
+
+def read_parameter_table(run_dir: Path) -> dict[str, dict[str, int]]:
+    """RUN/parameters.json, or {} for a run trained before it was written."""
+    path = Path(run_dir) / PARAMETERS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
