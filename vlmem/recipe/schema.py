@@ -32,7 +32,8 @@ class DataConfig(Section):
     sampling: Literal["uniform", "stream"] = "uniform"
     question_types: list[str] = []  # [] = every type in the dataset
     max_samples: int = Field(0, ge=0)  # 0 = all rows of the split
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes decoding samples; 0 = in the training process
+    prefetch_factor: int = Field(2, ge=1)  # batches each worker decodes ahead (with num_workers > 0)
 
 
 class VisionConfig(Section):
@@ -184,6 +185,11 @@ class TrainConfig(Section):
     clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
     tbptt_frames: int = Field(0, ge=0)  # 0 = backprop through the whole video
     cache_features: bool = False
+    # "" = the feature cache lives in RAM for this run; a folder = on disk, shared by runs, ablation
+    # variants and processes (docs/training.md "Feature cache"); fill it with `vlmem cache-features`
+    feature_cache_dir: str = ""
+    feature_cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # stored dtype on disk
+    feature_cache_max_gb: float = Field(0.0, ge=0.0)  # size bound of the whole folder (LRU eviction); 0 = none
     save_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
