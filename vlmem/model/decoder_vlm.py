@@ -102,7 +102,7 @@ class DecoderVLM(MemoryVLM):
             return None, state, ({"consistency": torch.zeros((), device=dev)} if consistency else {})
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info)
+        m, state, aux = self.memory_readout(tokens, tbptt_frames, return_info)
         if consistency:
             aux["consistency"] = self.consistency_loss(tokens, m)
         return self.visual_embeds(self.hand_on(tokens, m)), state, aux

@@ -85,6 +85,7 @@ class MemoryConfig(Section):
     L_e: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     episodic_stores: Literal["fused", "input"] = "fused"
+    pool: int = Field(1, ge=1)  # run the memory on p x p pooled tokens of each frame (read-out spread back); 1 = off
     # dual: initial mean of the gate g (the working branch's share, M = g*M_w + (1-g)*M_e);
     # unset = PyTorch's default init (g ~ 1/2), docs/memory.md
     gate_init: float | None = Field(None, gt=0.0, lt=1.0)
