@@ -122,7 +122,7 @@ class DiskFeatureCache(FeatureCache):
 
     def path(self, video: str) -> Path:
         if video not in self._names:
-            h = hashlib.sha256()
+            h = hashlib.sha256(f"{video}\n".encode())
             for src in self.sources(video):
                 src = Path(src).resolve()
                 st = src.stat() if src.exists() else None
