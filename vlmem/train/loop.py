@@ -148,10 +148,12 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     from transformers import get_cosine_schedule_with_warmup
 
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
+    use_cache = t.cache_features and frozen_encoder(model, components)
+    cache = make_feature_cache(recipe, root, spec) if use_cache else None
+    if cache is not None:  # a disk cache's key hashes the frozen weights: before any wrapping or sharding
+        cache.bind(model)
     model, optimizer = acc.prepare(model, optimizer)
     core = acc.unwrap_model(model)
-    use_cache = t.cache_features and frozen_encoder(core, components)
-    cache = make_feature_cache(recipe, root, spec) if use_cache else None
     for name in ("vision", "fusion", "geometry_encoder"):  # frozen encoders: no dropout, no grad bookkeeping
         module = getattr(core, name, None)
         if module is not None and not any(p.requires_grad for p in module.parameters()):
