@@ -190,9 +190,6 @@ def check_combinations(recipe: Recipe) -> list[str]:
     if m.memory.pool > 1 and m.kind == "bitgen":
         problems.append("model.memory.pool applies to MemoryVLM's token grids; BitGen's memory sees one pooled token per "
                         "frame: set it to 1")
-    if t.feature_cache_dir and not t.cache_features:
-        problems.append(f"train.feature_cache_dir = {t.feature_cache_dir!r} is set but train.cache_features = false: "
-                        "set train.cache_features = true to use it, or leave the folder empty")
     return problems
 
 
