@@ -154,10 +154,6 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         cache.bind(model)
     model, optimizer = acc.prepare(model, optimizer)
     core = acc.unwrap_model(model)
-    for name in ("vision", "fusion", "geometry_encoder"):  # frozen encoders: no dropout, no grad bookkeeping
-        module = getattr(core, name, None)
-        if module is not None and not any(p.requires_grad for p in module.parameters()):
-            module.eval()
 
     start_step = 0
     rhash = recipe_hash(recipe)
@@ -226,6 +222,12 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         return batch
 
     model.train()
+    # after model.train(), which would switch them back: frozen encoders run without dropout, so their
+    # tokens are a pure function of the weights (what the feature cache stores, and `cache-features` computes)
+    for name in ("vision", "fusion", "geometry_encoder"):  # frozen encoders: no dropout, no grad bookkeeping
+        module = getattr(core, name, None)
+        if module is not None and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
     window = _new_window()
     last_grad_norm = float("nan")
     with progress_bar(TextColumn("loss {task.fields[loss]}")) as progress:
