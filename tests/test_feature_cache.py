@@ -161,5 +161,5 @@ def test_cache_features_fills_ahead_and_training_only_reads(synth, monkeypatch, 
     metrics = [json.loads(x) for x in (synth / "runs/cached/metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["feature_cache_hits"] == 4
     # without the folder the command says what to set (usage error, exit 2)
-    assert main(["cache-features", "tiny/phase1", "--set", 'train.init_from=""', "--set", "data.question_types=[]"]) == 2
+    assert main(["cache-features", "tiny/phase1", *_sets(['train.feature_cache_dir=""'])]) == 2
     assert "train.feature_cache_dir" in capsys.readouterr().err

@@ -160,7 +160,9 @@ def cache_features_cmd(
 
     Examples:
 
-      vlmem cache-features tiny/phase1 --set train.feature_cache_dir=cache/features
+      vlmem cache-features tiny/phase1   # into its train.feature_cache_dir, cache/features
+
+      vlmem cache-features my.toml --set train.feature_cache_dir=/scratch/features --split train --split eval
 
       accelerate launch -m vlmem cache-features recipes/phase1.toml   # each process takes every N-th video
     """
