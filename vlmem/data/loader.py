@@ -60,11 +60,13 @@ def _collate(samples: list[dict], pad_id: int) -> dict:
 def batch_loader(dataset, index_lists, media: bool, pad_id: int, num_workers: int = 0,
                  prefetch_factor: int = 2) -> torch.utils.data.DataLoader:
     """Batches of `index_lists` in order. Workers persist for the loader's life, so each keeps its
-    decoded-video LRU (`QADataset`) warm across epochs."""
+    decoded-video LRU (`QADataset`) warm across epochs. The loader has its own generator: a DataLoader
+    iterator draws its workers' base seed from it, and drawing it from the global RNG would shift the
+    random stream (dropout ...) of a resumed run against the uninterrupted one."""
     return torch.utils.data.DataLoader(
         _Samples(dataset, media), batch_sampler=index_lists, collate_fn=partial(_collate, pad_id=pad_id),
         num_workers=num_workers, prefetch_factor=prefetch_factor if num_workers else None,
-        persistent_workers=num_workers > 0)
+        persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0))
 
 
 def next_batch(batches, device=None) -> dict:
