@@ -78,3 +78,14 @@ def test_a_worker_error_is_raised_as_itself():
     assert next_batch(it)["indices"] == [0, 1]
     with pytest.raises(DataError, match="videos/3.mp4"):
         next_batch(it)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_leaves_the_global_rng_alone(workers):
+    """A resumed run restores the RNG, then starts the loader: the loader must not draw from it."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    it = iter(batch_loader(_Data(), StepBatches(_micro, 0, 2, 1), media=True, pad_id=0, num_workers=workers))
+    next_batch(it)
+    assert torch.equal(torch.rand(3), expected)
