@@ -140,9 +140,7 @@ class DiskFeatureCache(FeatureCache):
         try:
             with safe_open(str(path), framework="pt") as f:  # memory-mapped: reads only this tensor's pages
                 tokens = f.get_tensor("tokens")
-        except (FileNotFoundError, OSError):  # not there yet, or evicted by another process meanwhile
-            return None
-        except Exception:  # a file truncated by a crash outside vlmem's rename: recompute it
+        except Exception:  # not there yet, evicted by another process meanwhile, or damaged outside vlmem: recompute
             return None
         try:  # LRU by mtime: a file in use is the last to be evicted
             os.utime(path)
