@@ -170,6 +170,35 @@ def train_cmd(
     train(r, resume=resume, dry_run=dry_run, overrides=tuple(overrides), all_videos=check_all_videos)
 
 
+@app.command("cache-features")
+def cache_features_cmd(
+    recipe: Annotated[str, typer.Argument(help="Recipe file or shipped name (tiny/phase1).")],
+    phase: Annotated[int | None, typer.Option(help="The phase whose frozen weights to use (as `train --phase`).")] = None,
+    set_: SetOpt = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to encode (default: data.train_split; "
+                                                                    "repeatable).")] = None,
+) -> None:
+    """Encode every video with the frozen vision (+ fusion) weights into train.feature_cache_dir, ahead of
+    training; runs, ablation variants and processes with the same weights and sampling read it.
+
+    Examples:
+
+      vlmem cache-features tiny/phase1   # into its train.feature_cache_dir, cache/features
+
+      vlmem cache-features my.toml --set train.feature_cache_dir=/scratch/features --split train --split eval
+
+      accelerate launch -m vlmem cache-features recipes/phase1.toml   # each process takes every N-th video
+    """
+    from vlmem.recipe import load_recipe
+    from vlmem.recipe.load import phase_overrides
+    from vlmem.train.feature_cache import fill_feature_cache
+
+    overrides = phase_overrides(recipe, phase, set_ or [])
+    counts = fill_feature_cache(load_recipe(recipe, overrides), tuple(split or ()))
+    console.print(f"process {counts['process']}: {counts['videos']} videos, {counts['written']} encoded, "
+                  f"{counts['present']} already cached, {counts['evicted']} evicted -> {counts['folder']}")
+
+
 # -- eval -----------------------------------------------------------------------
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")]
 PredOpt = Annotated[Path | None, typer.Option("--predictions", help="Score this jsonl/parquet/lmms-eval log instead "

@@ -106,7 +106,7 @@ class DecoderVLM(MemoryVLM):
             tokens = self.encode_frames(frames, geometry)
         if readout is not None:
             return self.visual_embeds(self.hand_on(tokens, readout)), None, {}
-        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info, memory_state)
+        m, state, aux = self.read_memory(tokens, tbptt_frames, return_info, memory_state)
         if consistency:
             aux["consistency"] = self.consistency_loss(tokens, m)
         return self.visual_embeds(self.hand_on(tokens, m)), state, aux

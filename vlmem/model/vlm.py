@@ -66,6 +66,14 @@ def context_once_per_video(model, frames: torch.Tensor, geometry: dict | None, v
     return {"tokens": tokens[rows], "readout": readout[rows]}
 
 
+def pool_grid(x: torch.Tensor, grid: tuple[int, int], p: int) -> torch.Tensor:
+    """[B,T,gh*gw,D] -> [B,T,(gh//p)*(gw//p),D]: p x p average pooling of each frame's token grid."""
+    b, t, _, d = x.shape
+    gh, gw = grid
+    x = x.reshape(b * t, gh, gw, d).permute(0, 3, 1, 2)
+    return F.avg_pool2d(x, p).flatten(2).transpose(1, 2).reshape(b, t, -1, d)
+
+
 class MemoryVLM(nn.Module):
     def __init__(self, cfg: ModelConfig, vision: nn.Module, lm: nn.Module, projector: nn.Module | None = None):
         super().__init__()
@@ -155,7 +163,24 @@ class MemoryVLM(nn.Module):
 
     def memory_readout(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B,T,N,D] -> the memory's read-out of every frame [B,T,N,D] (one scan, no info)."""
-        return self.run_memory(tokens)[0]
+        return self.read_memory(tokens)[0]
+
+    def read_memory(self, tokens: torch.Tensor, tbptt_frames: int = 0, return_info: bool = False, state=None):
+        """(read-out, state, info): `run_memory` on the tokens pooled `model.memory.pool` x `pool` per frame (as the LM sees them
+        after spatial pooling); the read-out is spread back over each pooled cell, so what follows
+        (residual, LM pooling) keeps the full grid. pool 1 = `run_memory` itself."""
+        p = self.cfg.memory.pool
+        if p <= 1:
+            return self.run_memory(tokens, tbptt_frames, return_info, state)
+        b, t, _, d = tokens.shape
+        gh, gw = self.grid
+        pooled = pool_grid(tokens, self.grid, p)
+        m, state, info = self.run_memory(pooled, tbptt_frames, return_info, state)
+        ph, pw = gh // p, gw // p
+        up = m.reshape(b * t, ph, pw, d).repeat_interleave(p, 1).repeat_interleave(p, 2)
+        if (ph * p, pw * p) != (gh, gw):  # rows / columns the pooling dropped take the nearest cell's read-out
+            up = F.pad(up.permute(0, 3, 1, 2), (0, gw - pw * p, 0, gh - ph * p), mode="replicate").permute(0, 2, 3, 1)
+        return up.reshape(b, t, gh * gw, d), state, info
 
     def hand_on(self, tokens: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """What reaches the LM: H_t + M_t (model.memory.output = "residual") or M_t."""
@@ -176,10 +201,7 @@ class MemoryVLM(nn.Module):
         c = self.cfg.context_frames or tokens.shape[1]
         x = tokens[:, -c:]
         if self.cfg.pool > 1:
-            b, t, n, d = x.shape
-            gh, gw = self.grid
-            x = x.reshape(b * t, gh, gw, d).permute(0, 3, 1, 2)
-            x = F.avg_pool2d(x, self.cfg.pool).flatten(2).transpose(1, 2).reshape(b, t, -1, d)
+            x = pool_grid(x, self.grid, self.cfg.pool)
         return self.projector(x.flatten(1, 2))
 
     def assemble(self, visual: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -209,7 +231,7 @@ class MemoryVLM(nn.Module):
         under "consistency" with `consistency`."""
         if tokens is None:
             tokens = self.encode_frames(frames, geometry)
-        m, state, aux = self.run_memory(tokens, tbptt_frames, return_info, memory_state)
+        m, state, aux = self.read_memory(tokens, tbptt_frames, return_info, memory_state)
         if consistency:
             aux["consistency"] = self.consistency_loss(tokens, m)
         visual = self.visual_embeds(self.hand_on(tokens, m))

@@ -172,6 +172,8 @@ def check_combinations(recipe: Recipe) -> list[str]:
             problems.append(f"model.fusion.num_heads = {m.fusion.num_heads} does not divide model.vision.hidden_size = {v.hidden_size}")
         if (v.image_size // v.patch_size) % m.pool:
             problems.append(f"model.pool = {m.pool} does not divide the patch grid side {v.image_size // v.patch_size}")
+        if m.memory.pool > v.image_size // v.patch_size:
+            problems.append(f"model.memory.pool = {m.memory.pool} exceeds the patch grid side {v.image_size // v.patch_size}")
     if not m.lm.pretrained:
         lm = m.lm
         if lm.hidden_size % lm.num_heads or lm.num_heads % lm.num_kv_heads:
@@ -188,6 +190,9 @@ def check_combinations(recipe: Recipe) -> list[str]:
     problems.extend(_training_data_problems(recipe))
     if t.mixed_precision == "fp16":
         problems.append("train.mixed_precision = 'fp16' is not supported (memory buffers overflow in fp16): use 'bf16' or 'no'")
+    if m.memory.pool > 1 and m.kind == "bitgen":
+        problems.append("model.memory.pool applies to MemoryVLM's token grids; BitGen's memory sees one pooled token per "
+                        "frame: set it to 1")
     return problems
 
 

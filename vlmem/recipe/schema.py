@@ -36,7 +36,8 @@ class DataConfig(Section):
     sampling: Literal["uniform", "stream"] = "uniform"
     question_types: list[str] = []  # [] = every type in the dataset
     max_samples: int = Field(0, ge=0)  # 0 = all rows of the split
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes decoding samples; 0 = in the training process
+    prefetch_factor: int = Field(2, ge=1)  # batches each worker decodes ahead (with num_workers > 0)
 
 
 class VisionConfig(Section):
@@ -90,6 +91,7 @@ class MemoryConfig(Section):
     L_e: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     episodic_stores: Literal["fused", "input"] = "fused"
+    pool: int = Field(1, ge=1)  # run the memory on p x p pooled tokens of each frame (read-out spread back); 1 = off
     # dual: initial mean of the gate g (the working branch's share, M = g*M_w + (1-g)*M_e);
     # unset = PyTorch's default init (g ~ 1/2), docs/memory.md
     gate_init: float | None = Field(None, gt=0.0, lt=1.0)
@@ -202,6 +204,11 @@ class TrainConfig(Section):
     # and optimizer step per chunk, memory state carried detached (docs/training.md)
     tbptt_mode: Literal["truncate", "per_chunk"] = "truncate"
     cache_features: bool = False
+    # "" = the feature cache lives in RAM for this run; a folder = on disk, shared by runs, ablation
+    # variants and processes (docs/training.md "Feature cache"); fill it with `vlmem cache-features`
+    feature_cache_dir: str = ""
+    feature_cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # stored dtype on disk
+    feature_cache_max_gb: float = Field(0.0, ge=0.0)  # size bound of the whole folder (LRU eviction); 0 = none
     save_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)

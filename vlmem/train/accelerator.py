@@ -27,13 +27,29 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     # parameters in a step, so DDP must tolerate unused parameters.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     _forget_other_precision(precision)
-    return Accelerator(
+    acc = Accelerator(
         mixed_precision=precision,
         gradient_accumulation_steps=recipe.train.grad_accum,
         log_with=log_with,
         kwargs_handlers=[ddp],
         cpu=not torch.cuda.is_available(),
     )
+    _check_sharding(acc)
+    return acc
+
+
+def _check_sharding(acc: Accelerator) -> None:
+    """An FSDP / DeepSpeed launch config that Accelerate did not apply is an error, not a silent DDP run:
+    Accelerate (1.15) shards only over accelerators, so on CPU processes (gloo) it falls back to DDP."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    for env, kind in (("ACCELERATE_USE_FSDP", DistributedType.FSDP), ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if os.environ.get(env, "false").lower() == "true" and acc.distributed_type != kind:
+            raise ConfigError(f"the accelerate config asks for {kind.value} but Accelerate set up "
+                              f"{acc.distributed_type.value} (FSDP and DeepSpeed need GPUs; on CPU processes use "
+                              "`accelerate launch --multi_gpu` (DDP over gloo) instead; docs/training.md)")
 
 
 def _forget_other_precision(precision: str) -> None:

@@ -23,6 +23,7 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table, select_rows
+from vlmem.data.loader import StepBatches, batch_loader, next_batch
 from vlmem.errors import UsageError
 from vlmem.progress import is_main_process, progress_bar
 from vlmem.recipe import Recipe, recipe_hash, write_lock
@@ -34,6 +35,7 @@ from vlmem.train.checkpoint import (
     save_model_dir,
     write_checkpoint,
 )
+from vlmem.train.feature_cache import FeatureCache, make_feature_cache  # noqa: F401 (FeatureCache: re-export)
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
 from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.train.params import (
@@ -101,37 +103,6 @@ def micro_batches(recipe: Recipe, plan: Plan, n: int, step: int, rank: int, samp
         micro = chunk[k * plan.global_batch:(k + 1) * plan.global_batch]
         out.append(micro[rank * t.batch_size:(rank + 1) * t.batch_size].tolist())
     return out
-
-
-class FeatureCache:
-    """Frozen vision (+ fusion) outputs per video, computed on first use."""
-
-    def __init__(self):
-        self.store: dict[str, torch.Tensor] = {}
-        self.hits = self.misses = 0
-
-    def tokens(self, model, batch: dict, media=None) -> torch.Tensor:
-        """Tokens [B, T, N, D] of the batch's videos. `media(rows)`: a batch with the frames (+ geometry)
-        of those rows only, for a batch collated without them (the loop decodes only uncached videos)."""
-        from vlmem.model.vlm import encode_once_per_video
-
-        videos = [video_key(r) for r in batch["rows"]]
-        missing = [i for i, v in enumerate(videos) if v not in self.store]
-        if missing:  # rows of the same uncached video are encoded once
-            self.misses += len(missing)
-            if media is not None:
-                part = media(missing)
-            else:
-                part = {"frames": batch["frames"][missing]}
-                if "geometry" in batch:
-                    part["geometry"] = {k: v[missing] for k, v in batch["geometry"].items()}
-            with torch.no_grad():
-                fresh = encode_once_per_video(model, part["frames"], part.get("geometry"),
-                                              [videos[i] for i in missing])
-            for j, i in enumerate(missing):
-                self.store[videos[i]] = fresh[j].detach()
-        self.hits += len(videos) - len(missing)
-        return torch.stack([self.store[v] for v in videos])
 
 
 def _validate_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> Path | None:
@@ -209,14 +180,14 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
     per_step = chunk_count(recipe.data.frames, t.tbptt_frames) if t.tbptt_mode == "per_chunk" else 1
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * plan.total_steps * per_step),
                                                 plan.total_steps * per_step)
+    use_cache = t.cache_features and frozen_encoder(model, components)
+    media_rows = [r for ds in getattr(dataset, "datasets", [dataset]) for r in ds.rows]
+    cache = make_feature_cache(recipe, roots[0], spec, {video_key(r): r.get("dataset") for r in media_rows}) \
+        if use_cache else None
+    if cache is not None:  # a disk cache's key hashes the frozen weights: before any wrapping or sharding
+        cache.bind(model)
     model, optimizer = acc.prepare(model, optimizer)
     core = acc.unwrap_model(model)
-    use_cache = t.cache_features and frozen_encoder(core, components)
-    cache = FeatureCache() if use_cache else None
-    for name in ("vision", "fusion", "geometry_encoder"):  # frozen encoders: no dropout, no grad bookkeeping
-        module = getattr(core, name, None)
-        if module is not None and not any(p.requires_grad for p in module.parameters()):
-            module.eval()
 
     start_step = 0
     rhash = recipe_hash(recipe)
@@ -269,7 +240,31 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
         return batch
 
     rank = acc.process_index
+
+    def step_micro(step: int) -> list[list[int]]:
+        return micro_batches(recipe, plan, len(dataset), step, rank, sampler)
+
+    # decoded by data.num_workers processes ahead of the model, in the order step_micro gives
+    loader = batch_loader(dataset, StepBatches(step_micro, start_step, plan.total_steps, t.grad_accum),
+                          media=cache is None, pad_id=pad_id, num_workers=recipe.data.num_workers,
+                          prefetch_factor=recipe.data.prefetch_factor)
+    batches = iter(loader)
+
+    def fetch(indices: list[int]) -> dict:
+        """The loader's next batch (it must be `indices`); the time it takes counts as waiting for data."""
+        start = time.perf_counter()
+        batch = next_batch(batches, acc.device)
+        window["wait"] += time.perf_counter() - start
+        assert batch["indices"] == indices, "data loader out of step with the sampler"
+        return batch
+
     model.train()
+    # after model.train(), which would switch them back: frozen encoders run without dropout, so their
+    # tokens are a pure function of the weights (what the feature cache stores, and `cache-features` computes)
+    for name in ("vision", "fusion", "geometry_encoder"):  # frozen encoders: no dropout, no grad bookkeeping
+        module = getattr(core, name, None)
+        if module is not None and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
     window = _new_window()
     last_grad_norm = float("nan")
     with progress_bar(TextColumn("loss {task.fields[loss]}")) as progress:
@@ -284,10 +279,10 @@ def train(recipe: Recipe, resume: bool = False, dry_run: bool = False, overrides
                 console.print(message)
             done = step + 1
             log_now = done % t.log_every == 0 or done == plan.total_steps
-            micro = micro_batches(recipe, plan, len(dataset), step, rank, sampler)
+            micro = step_micro(step)
             for k, indices in enumerate(micro):
                 # with the feature cache, frames and geometry are decoded only for the videos it lacks
-                batch = load(indices, media=cache is None)
+                batch = fetch(indices)
                 if t.tbptt_mode == "per_chunk":  # a loss and an optimizer step per chunk (vlmem/train/tbptt.py)
                     tokens = cache.tokens(core, batch, lambda rows, ix=indices: load([ix[r] for r in rows])) if cache \
                         else encode_video(core, batch) if frozen_encoder(core, components) else None
