@@ -22,6 +22,7 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table, select_rows
+from vlmem.data.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.errors import UsageError
 from vlmem.progress import is_main_process, progress_bar
 from vlmem.recipe import Recipe, recipe_hash, write_lock
@@ -34,7 +35,6 @@ from vlmem.train.checkpoint import (
     write_checkpoint,
 )
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
-from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.train.params import configure_trainable, frozen_encoder, param_groups, parameter_table
 from vlmem.train.tbptt import chunk_count, encode_video, per_chunk_step
 from vlmem.train.validate import Validator
