@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from vlmem.cli import main
-from vlmem.train.mixing import MixSampler
+from vlmem.data.mixing import MixSampler
 from vlmem.train.validate import flat_scores, held_out_rows
 
 

@@ -78,8 +78,8 @@ def training_rows(recipe) -> tuple[list[dict], list[dict]]:
     data.train_split; the second also narrowed by data.question_types and max_samples like
     training. Empty when the folders are not on this machine."""
     from vlmem.data.dataset import read_qa_table, select_rows
+    from vlmem.data.mixing import training_roots
     from vlmem.errors import VlmemError
-    from vlmem.train.mixing import training_roots
 
     d = recipe.data
     split: list[dict] = []

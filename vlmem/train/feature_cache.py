@@ -49,7 +49,7 @@ class FeatureCache:
         from vlmem.model.vlm import encode_once_per_video
 
         self.bind(model)
-        from vlmem.train.mixing import video_key
+        from vlmem.data.mixing import video_key
 
         videos = [video_key(r) for r in batch["rows"]]
         found = {v: self.get(v, model) for v in dict.fromkeys(videos)}
@@ -219,7 +219,7 @@ def make_feature_cache(recipe, root: Path, spec, data_sources: dict[str, str | N
     root = Path(root)
 
     def sources(video: str) -> list[Path]:
-        folder, _, name = video.rpartition("::")  # a mixed run's key names its folder (train/mixing.py)
+        folder, _, name = video.rpartition("::")  # a mixed run's key names its folder (data/mixing.py)
         files = [(Path(folder) if folder else root) / name]
         stem = Path(name).stem
         if spec.geometry == "sensor":

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from vlmem.data.dataset import QADataset, SampleSpec, collate, read_qa_table, select_rows
 from vlmem.data.loader import StepBatches, batch_loader, next_batch
+from vlmem.data.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.errors import UsageError
 from vlmem.progress import is_main_process, progress_bar
 from vlmem.recipe import Recipe, recipe_hash, write_lock
@@ -37,7 +38,6 @@ from vlmem.train.checkpoint import (
 )
 from vlmem.train.feature_cache import FeatureCache, make_feature_cache  # noqa: F401 (FeatureCache: re-export)
 from vlmem.train.metrics import MetricsLog, memory_stats, plot_curves
-from vlmem.train.mixing import MixedDataset, MixSampler, training_roots, video_key
 from vlmem.train.params import (
     configure_trainable,
     frozen_encoder,

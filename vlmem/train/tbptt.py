@@ -98,8 +98,8 @@ def per_chunk_step(acc, model, core, optimizer, scheduler, batch: dict, tokens: 
 
 def encode_video(core, batch: dict) -> torch.Tensor:
     """Frozen encoders: the whole video's tokens once, without gradient (sliced per chunk)."""
+    from vlmem.data.mixing import video_key
     from vlmem.model.vlm import encode_once_per_video
-    from vlmem.train.mixing import video_key
 
     with torch.no_grad():
         return encode_once_per_video(core, batch["frames"], batch.get("geometry"),
