@@ -98,3 +98,23 @@ def test_qa_ablation_plot_shows_em_and_f1_and_tables_say_what_trained(tmp_path):
     assert "lm+projector" in md and "1,234,567" in md
     assert _plot([{**r, "seeds": 1} for r in rows], tmp_path / "p.png") == ["exact_match", "f1"]
     assert _plot([{"variant": "a", "overall": 1.0}], tmp_path / "q.png") == ["overall"]
+
+
+def test_init_partial_loads_what_fits_and_names_the_rest(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from vlmem.errors import CheckpointError
+    from vlmem.train.checkpoint import MODEL_FILE, load_model_weights
+
+    saved = {"a.weight": torch.ones(2, 2), "b.weight": torch.ones(3, 2), "gone.weight": torch.ones(1)}
+    save_file(saved, str(tmp_path / MODEL_FILE))
+    model = torch.nn.Module()
+    model.a, model.b = torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 4, bias=False)  # b reshaped, gone removed
+    fresh_b = model.b.weight.detach().clone()
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_model_weights(model, tmp_path)
+    load_model_weights(model, tmp_path, strict_keys=False)
+    assert torch.equal(model.a.weight, torch.ones(2, 2)) and torch.equal(model.b.weight, fresh_b)
+    err = capsys.readouterr().err
+    assert "2 saved tensors" in err and "init_partial" in err

@@ -10,7 +10,6 @@ from vlmem.errors import ConfigError
 from vlmem.memory import TitansMemory
 
 
-
 @pytest.fixture(scope="module")
 def tower_tokens() -> torch.Tensor:
     """Tokens [1, 32, 64, 64] of the tiny SigLIP tower (tiny/base.toml shape) on 32 rendered synthetic frames."""

@@ -207,6 +207,7 @@ class SalienceGate(nn.Module):
     def __init__(self, dim: int, threshold: float = 0.5):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(dim, max(dim // 2, 1)), nn.ReLU(), nn.Linear(max(dim // 2, 1), 1))
+        nn.init.constant_(self.mlp[-1].bias, 1.0)  # starts open (s ~ 0.7): every frame written until it learns otherwise
         self.threshold = threshold
 
     def forward(self, h: torch.Tensor, x: torch.Tensor):
