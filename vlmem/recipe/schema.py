@@ -77,7 +77,7 @@ class FusionConfig(Section):
 
 
 class MemoryConfig(Section):
-    kind: Literal["dual", "working", "episodic", "titans", "larimar", "none"] = "dual"
+    kind: Literal["dual", "working", "episodic", "titans", "larimar", "surprise", "none"] = "dual"
     output: Literal["residual", "memory"] = "residual"  # hand on H_t + M_t (default) or M_t
     num_heads: int = Field(4, ge=1)
     L_w: int = Field(8, ge=1)
@@ -97,6 +97,8 @@ class MemoryConfig(Section):
     larimar_slots: int = Field(32, ge=1)
     larimar_noise: float = Field(0.1, gt=0.0)
     larimar_kl_weight: float = Field(0.1, ge=0.0)
+    surprise_threshold: float = Field(0.25, ge=0.0)  # surprise memory: write when the prediction error exceeds it
+    surprise_loss_weight: float = Field(0.1, ge=0.0)  # weight of its next-latent-frame prediction loss
 
 
 class DecoderConfig(Section):
