@@ -302,6 +302,10 @@ def prepare_synthetic_cmd(
     instances: Annotated[str, typer.Option(help="MIN,MAX instances of every chosen category (default: each "
                                                  "category's own range).")] = "",
     families: Annotated[str, typer.Option(help="Comma-separated question families (default: all).")] = "",
+    stream_rooms: Annotated[str, typer.Option(help="Stream mode: K_TRAIN[,K_EVAL,...] tour rooms walked one after "
+                                                   "another per video (--scenes train streams of K_TRAIN rooms, "
+                                                   "--eval-streams of every K; --frames per room). docs/data.md")] = "",
+    eval_streams: Annotated[int, typer.Option(help="Stream mode: eval streams of each length.", min=0)] = 4,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Procedural rooms rendered to videos + depth + poses, with VSI-Bench-style questions. No downloads.
@@ -309,10 +313,24 @@ def prepare_synthetic_cmd(
     Example: vlmem prepare-data synthetic --out data/synth --scenes 24 --frames 32 --size 64
 
     Example: vlmem prepare-data synthetic --out data/tour --walk tour --stops 16 --frames 64 --size 32
+
+    Example (long-horizon streams: train on 4 rooms, evaluate on 4, 40 and 400):
+    vlmem prepare-data synthetic --out data/stream --stream-rooms 4,40,400 --scenes 256 --frames 8 --stops 8 --size 32
     """
     from vlmem.data.synthetic import prepare_synthetic
 
     cats = [c.strip() for c in categories.split(",") if c.strip()] or None
+    if stream_rooms:
+        from vlmem.data.stream import parse_rooms, prepare_stream
+
+        if walk not in ("sweep", "tour") or instances or families:
+            raise UsageError("--stream-rooms always walks tours with both stream question families: drop --walk "
+                             "(other than tour), --instances and --families")
+        manifest = prepare_stream(out, parse_rooms(stream_rooms), streams=scenes, eval_streams=eval_streams,
+                                  frames=frames, size=size, seed=seed, stops=stops, categories=cats,
+                                  overwrite=overwrite)
+        _summarise(manifest, out)
+        return
     fams = [f.strip() for f in families.split(",") if f.strip()] or None
     count_range = None
     if instances:

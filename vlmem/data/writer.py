@@ -38,9 +38,10 @@ QA_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("num_frames", pa.int64()),  # frames of the source video, null when unknown
         ("duration", pa.float64()),  # seconds, null when unknown
+        ("query_frame", pa.int64()),  # streams: the frame after which the question is asked, null = the end
     ]
 )
-REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration")]
+REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration", "query_frame")]
 
 
 def validate_row(row: dict) -> str | None:
