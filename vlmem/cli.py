@@ -273,6 +273,55 @@ def export_cmd(
     console.print(f"exported {run} -> {path}")
 
 
+# -- ask --------------------------------------------------------------------------
+@app.command("ask")
+def ask_cmd(
+    question: Annotated[str | None, typer.Argument(help="The question (or --questions FILE).")] = None,
+    run: Annotated[Path | None, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="Video file (mp4, ...) or folder of frames.")] = None,
+    questions: Annotated[Path | None, typer.Option("--questions", help="JSON lines: {\"question\": ..., "
+                                                   "\"options\": [...]?, \"query_frame\": N?} per line.")] = None,
+    options: Annotated[str, typer.Option("--options", help="Multiple-choice options of QUESTION, '|'-separated: "
+                                                           "'A. two|B. three'.")] = "",
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second read through the memory (default: every "
+                                                     "frame).")] = 0.0,
+    frames: Annotated[int, typer.Option("--frames", help="Frames sampled uniformly instead (0 = use --fps).")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Answer length (default: the recipe's "
+                                                                         "eval.max_new_tokens).")] = 0,
+) -> None:
+    """Answer questions about a video of any length: it is decoded as a stream and every sampled frame goes
+    through the model's memory (constant RAM); a model without memory samples data.frames uniformly.
+
+    Example: vlmem ask --run runs/phase1 --video my_room.mp4 "How many chairs are there?"
+
+    Example: vlmem ask --run runs/lh-dual --video data/stream/videos/eval_k0400_0000.mp4 --questions q.jsonl --json
+    """
+    import json
+
+    from vlmem.ask import Question, ask, read_questions
+
+    if run is None or video is None:
+        raise _Invalid("give --run RUN and --video FILE")
+    if (question is None) == (questions is None):
+        raise _Invalid("give exactly one of a QUESTION argument or --questions FILE")
+    if questions is not None and options:
+        raise _Invalid("--options goes with a QUESTION argument; put options into the --questions file instead")
+    qs = read_questions(questions) if questions is not None else [
+        Question(question, [o.strip() for o in options.split("|") if o.strip()] or None, id="1")]
+    result = ask(run, video, qs, fps=fps, frames=frames, max_new_tokens=max_new_tokens)
+    if json_out:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table("question", "answer", title=f"{video} ({result['memory']} memory)")
+    for rec in result["answers"]:
+        table.add_row(rec["question"], rec["prediction"])
+    console.print(table)
+    console.print(f"{result['sampling']}; read {result['frames_read']} of {result['video_frames']} frames in "
+                  f"{result['seconds']:.1f} s ({result['ms_per_frame']:.1f} ms/frame), LM context: the last "
+                  f"{result['context_frames']} frames")
+
+
 # -- prepare-data ---------------------------------------------------------------
 def _summarise(manifest: dict, out: Path) -> None:
     counts = manifest.get("counts", {})
