@@ -207,6 +207,26 @@ def eval_qa_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt =
     _eval("qa", run, predictions, data, out, frames, max_samples)
 
 
+@eval_app.command("stream")
+def eval_stream_cmd(run: Annotated[Path, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")],
+                    data: DataOpt = None, out: EvalOutOpt = None,
+                    split: Annotated[str, typer.Option("--split", help="Split (default: the recipe's eval.split).")] = "",
+                    max_streams: Annotated[int, typer.Option("--max-streams", help="First N streams of each length "
+                                                                                    "(0 = all).", min=0)] = 0,
+                    fps: Annotated[float, typer.Option("--fps", help="Frames per second read through the memory "
+                                                                     "(default: every frame).")] = 0.0) -> None:
+    """Long-horizon streams (`prepare-data synthetic --stream-rooms`): one memory scan per stream, answers read
+    at each question's query time (10% / 50% / 100%); scores, ms per frame and RAM by stream length, and a plot.
+
+    Example: vlmem eval stream --run runs/lh-surprise --data data/long-horizon --max-streams 4
+    """
+    from vlmem.eval.stream import evaluate_stream
+
+    result = evaluate_stream(run, data=data, out=out, split=split or None, max_streams=max_streams, fps=fps,
+                             console=console)
+    console.print(f"wrote {', '.join(result['report_files'].values())}")
+
+
 # -- ablate -----------------------------------------------------------------------
 @app.command("ablate")
 def ablate_cmd(

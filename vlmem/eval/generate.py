@@ -93,6 +93,10 @@ def _encode_once_per_video(model, batch: dict) -> torch.Tensor:
 def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
                  max_samples: int = 0, split: str | None = None, console=None) -> dict:
     """`vlmem eval <benchmark> --run RUN`: generate, score, write <out>/<benchmark>.{json,md}."""
+    if benchmark == "stream":  # long-horizon streams answer at query times: one scan per stream (eval/stream.py)
+        from vlmem.eval.stream import evaluate_stream
+
+        return evaluate_stream(run, data=data, out=out, split=split, max_streams=max_samples, console=console)
     from vlmem.eval.report import print_report, scorer_for, write_report
     from vlmem.runs import load_trained
 

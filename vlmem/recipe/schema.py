@@ -198,7 +198,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    benchmark: Literal["vsibench", "vstibench", "qa"] = "vsibench"
+    benchmark: Literal["vsibench", "vstibench", "qa", "stream"] = "vsibench"  # stream: vlmem eval stream
     frames: int = Field(0, ge=0)  # 0 = data.frames
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(1, ge=1)
