@@ -50,6 +50,9 @@ def child(kind: str, video: str, run: str) -> None:
                              [f"model.memory.kind={kind}"] + (["model.context_frames=0"] if kind == "none" else []))
         tok = load_tokenizer(recipe, texts=[QUESTION, "0 1 2 3 4 5 6 7 8 9"])
         model = build_model(recipe, tok).eval()
+    from vlmem.eval.stream import warm_up
+
+    warm_up(model, recipe)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _, stats = stream_answers(model, tok, recipe, Path(video), [Question(QUESTION)], sampling_for(recipe, Path(video)),
                               max_new_tokens=4)
