@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ] && [ "${VLMEM_NO_VENV:-0}" != "1" ]; then . .venv/bin/activate; fi
-MODE=full ROOMS=4,40,400 STREAMS=512 EVAL_STREAMS=8 BASE_STEPS=1500 QUICK=()
+MODE=full ROOMS=4,40,400 STREAMS=512 EVAL_STREAMS=4 BASE_STEPS=1500 QUICK=()
 if [ "${1:-}" = "--quick" ]; then MODE=quick ROOMS=4,40 STREAMS=32 EVAL_STREAMS=1 BASE_STEPS=10 QUICK=(--quick); fi
 DATA="data/long-horizon-$MODE"
 BASE="runs/lh-base-$MODE"
