@@ -38,10 +38,12 @@ QA_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("num_frames", pa.int64()),  # frames of the source video, null when unknown
         ("duration", pa.float64()),  # seconds, null when unknown
-        ("query_frame", pa.int64()),  # streams: the frame after which the question is asked, null = the end
     ]
 )
-REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration", "query_frame")]
+REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration")]
+# Written only by datasets whose rows set it (synthetic streams): the frame after which the
+# question is asked; other datasets keep exactly QA_SCHEMA.
+QUERY_FRAME = pa.field("query_frame", pa.int64())
 
 
 def validate_row(row: dict) -> str | None:
@@ -140,7 +142,10 @@ class DatasetWriter:
         if not self.rows:
             detail = "; ".join(f"{s['item']}: {s['reason']}" for s in self.skipped[:5])
             raise DataError(f"nothing usable to write to {self.out}" + (f" (skipped: {detail})" if detail else ""))
-        table = pa.Table.from_pylist([{c: r.get(c) for c in QA_SCHEMA.names} for r in self.rows], schema=QA_SCHEMA)
+        schema = QA_SCHEMA
+        if any(r.get(QUERY_FRAME.name) is not None for r in self.rows):
+            schema = schema.append(QUERY_FRAME)
+        table = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in self.rows], schema=schema)
         write_table_atomic(table, self.tmp / "qa.parquet")
         counts: dict[str, int] = {}
         for r in self.rows:
