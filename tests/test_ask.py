@@ -94,3 +94,17 @@ def test_cli_usage_errors(capsys):
 
     assert main(["ask", "--video", "v.mp4", "q"]) == 2
     assert "--run" in capsys.readouterr().err
+
+
+def test_models_that_cannot_stream_are_refused_before_reading():
+    from vlmem.ask import check_model
+    from vlmem.errors import UsageError
+
+    recipe = load_recipe("recipes/ablate/long_horizon.toml", ["model.decoder.kind=plain", "model.vision.image_size=16",
+                                                              "model.vision.patch_size=8"])
+    tok = load_tokenizer(recipe, texts=[QUESTION])
+    with pytest.raises(UsageError, match="decoder"):
+        check_model(build_model(recipe, tok))
+    recipe = load_recipe("recipes/tiny/base.toml", ["model.vision.image_size=16", "model.vision.patch_size=8"])
+    with pytest.raises(UsageError, match="geometry"):
+        check_model(build_model(recipe, load_tokenizer(recipe, texts=[QUESTION])))

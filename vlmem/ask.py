@@ -88,9 +88,17 @@ def check_model(model) -> None:
     if not (hasattr(model, "encode_frames") and hasattr(model, "memory") and hasattr(model, "hand_on")):
         raise UsageError(f"this run's model ({type(model).__name__}) has no frame memory to stream through; "
                          "`vlmem ask` needs model.kind = \"memory_vlm\"")
+    if not _takes_readout(model) and type(model).__name__ != "MemoryVLM":
+        raise UsageError(f"this run's model ({type(model).__name__}, model.decoder.kind != \"lm\") cannot answer from a "
+                         "streamed memory read-out yet; `vlmem ask` needs the LM decoder")
     if getattr(model, "fusion", None) is not None:
         raise UsageError("this run fuses 3D geometry (model.geometry.source is not \"none\"), which a plain video "
                          "does not have; ask with a run trained with model.geometry.source = \"none\"")
+
+
+def _takes_readout(model) -> bool:
+    """`generate(..., tokens=, readout=)` (issue-19's once-per-video scan) answers from a given read-out."""
+    return "readout" in inspect.signature(model.generate).parameters
 
 
 def context_frames(recipe) -> int:
@@ -144,16 +152,14 @@ class StreamReader:
         readout = torch.stack(list(self.readout))[None].expand(b, -1, -1, -1)
         model = self.model
         kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id)
-        if "readout" in inspect.signature(model.generate).parameters:  # precomputed read-out: no re-scan
+        if _takes_readout(model):  # precomputed read-out: no re-scan
             new = model.generate(None, batch["input_ids"], batch["attention_mask"], tokens=tokens, readout=readout,
                                  **kwargs)
-        elif hasattr(model, "lm") and hasattr(model, "assemble"):
+        else:  # MemoryVLM.generate's own steps after its memory scan
             visual = model.visual_embeds(model.hand_on(tokens, readout))
             embeds, mask, _ = model.assemble(visual, batch["input_ids"], batch["attention_mask"], None,
                                              padding_side="left")
             new = model.lm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False, **kwargs)
-        else:
-            raise UsageError(f"{type(model).__name__} cannot answer from a streamed memory read-out yet")
         return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new]
 
 
