@@ -84,3 +84,13 @@ def test_per_frame_cost_constant_in_frames_seen():
         return counter.get_total_flops()
 
     assert flops_after(10) == flops_after(500) > 0
+
+
+def test_info_marks_replacements():
+    torch.manual_seed(0)
+    mem = SurpriseMemory(D, num_heads=4, L=2, threshold=0.25).eval()
+    with torch.no_grad():
+        _, _, info = mem.scan(_events(4, 2), mem.init_state(1), return_info=True)
+    assert info["boundary"][0].tolist() == [True, False] * 4
+    assert info["e_replaced"][0].tolist() == [False, False, False, False, True, False, True, False]
+    assert (info["e_replace_sim"][0][info["e_replaced"][0]] > 0).all()

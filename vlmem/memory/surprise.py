@@ -118,8 +118,12 @@ class SurpriseMemory(Memory):
             loss_sum=loss_sum, loss_count=loss_count)
         info = None
         if return_info:
+            replaced = full & write
+            evicted = state.e_score.gather(1, weakest[:, None]).squeeze(1)
+            # e_replace_sim: the shared episodic info key; here the evicted entry's (aged) score
             info = dict(surprise=torch.where(first, torch.zeros_like(err), err).detach(), boundary=write,
-                        e_fill=fill.clone(), e_attn=mass, e_frames=state.e_idx.clone(), e_slot=slot)
+                        e_fill=fill.clone(), e_attn=mass, e_frames=state.e_idx.clone(), e_slot=slot,
+                        e_replaced=replaced, e_replace_sim=torch.where(replaced, evicted, torch.zeros_like(evicted)))
         return m, new, info
 
     def aux_losses(self, state: MemoryState) -> dict[str, torch.Tensor]:
