@@ -269,6 +269,28 @@ def eval_qa_cmd(run: RunOpt = None, predictions: PredOpt = None, data: DataOpt =
     _eval("qa", run, predictions, data, out, frames, max_samples, trust_remote_code, set_)
 
 
+@eval_app.command("stream")
+def eval_stream_cmd(run: Annotated[Path, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")],
+                    data: DataOpt = None, out: EvalOutOpt = None,
+                    split: Annotated[str, typer.Option("--split", help="Split (default: the recipe's eval.split).")] = "",
+                    max_streams: Annotated[int, typer.Option("--max-streams", help="First N streams of each length "
+                                                                                    "(0 = all).", min=0)] = 0,
+                    fps: Annotated[float, typer.Option("--fps", help="Frames per second read through the memory "
+                                                                     "(default: every frame).")] = 0.0,
+                    trust_remote_code: TrustOpt = False, set_: SetOpt = None) -> None:
+    """Long-horizon streams (`prepare-data synthetic --stream-rooms`): one memory scan per stream, answers read
+    at each question's query time (10% / 50% / 100%); scores, ms per frame and RAM by stream length, and a plot.
+
+    Example: vlmem eval stream --run runs/lh-surprise --data data/long-horizon --max-streams 4
+    """
+    from vlmem.eval.stream import evaluate_stream
+
+    _trust(trust_remote_code)
+    result = evaluate_stream(run, data=data, out=out, split=split or None, max_streams=max_streams, fps=fps,
+                             console=console, overrides=tuple(set_ or ()))
+    console.print(f"wrote {', '.join(result['report_files'].values())}")
+
+
 # -- ablate -----------------------------------------------------------------------
 @app.command("ablate")
 def ablate_cmd(
@@ -348,6 +370,57 @@ def export_cmd(
     console.print(f"exported {run} -> {path}")
 
 
+# -- ask --------------------------------------------------------------------------
+@app.command("ask")
+def ask_cmd(
+    question: Annotated[str | None, typer.Argument(help="The question (or --questions FILE).")] = None,
+    run: Annotated[Path | None, typer.Option("--run", help="Run folder (runs/NAME) or exported folder.")] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="Video file (mp4, ...) or folder of frames.")] = None,
+    questions: Annotated[Path | None, typer.Option("--questions", help="JSON lines: {\"question\": ..., "
+                                                   "\"options\": [...]?, \"query_frame\": N?} per line.")] = None,
+    options: Annotated[str, typer.Option("--options", help="Multiple-choice options of QUESTION, '|'-separated: "
+                                                           "'A. two|B. three'.")] = "",
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second read through the memory (default: every "
+                                                     "frame).")] = 0.0,
+    frames: Annotated[int, typer.Option("--frames", help="Frames sampled uniformly instead (0 = use --fps).")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Answer length (default: the recipe's "
+                                                                         "eval.max_new_tokens).")] = 0,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Answer questions about a video of any length: it is decoded as a stream and every sampled frame goes
+    through the model's memory (constant RAM); a model without memory samples data.frames uniformly.
+
+    Example: vlmem ask --run runs/phase1 --video my_room.mp4 "How many chairs are there?"
+
+    Example: vlmem ask --run runs/lh-dual --video data/stream/videos/eval_k0400_0000.mp4 --questions q.jsonl --json
+    """
+    import json
+
+    from vlmem.ask import Question, ask, read_questions
+
+    _trust(trust_remote_code)
+    if run is None or video is None:
+        raise _Invalid("give --run RUN and --video FILE")
+    if (question is None) == (questions is None):
+        raise _Invalid("give exactly one of a QUESTION argument or --questions FILE")
+    if questions is not None and options:
+        raise _Invalid("--options goes with a QUESTION argument; put options into the --questions file instead")
+    qs = read_questions(questions) if questions is not None else [
+        Question(question, [o.strip() for o in options.split("|") if o.strip()] or None, id="1")]
+    result = ask(run, video, qs, fps=fps, frames=frames, max_new_tokens=max_new_tokens)
+    if json_out:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table("question", "answer", title=f"{video} ({result['memory']} memory)")
+    for rec in result["answers"]:
+        table.add_row(rec["question"], rec["prediction"])
+    console.print(table)
+    console.print(f"{result['sampling']}; read {result['frames_read']} of {result['video_frames']} frames in "
+                  f"{result['seconds']:.1f} s ({result['ms_per_frame']:.1f} ms/frame), LM context: the last "
+                  f"{result['context_frames']} frames")
+
+
 # -- prepare-data ---------------------------------------------------------------
 def _summarise(manifest: dict, out: Path) -> None:
     counts = manifest.get("counts", {})
@@ -377,6 +450,10 @@ def prepare_synthetic_cmd(
     instances: Annotated[str, typer.Option(help="MIN,MAX instances of every chosen category (default: each "
                                                  "category's own range).")] = "",
     families: Annotated[str, typer.Option(help="Comma-separated question families (default: all).")] = "",
+    stream_rooms: Annotated[str, typer.Option(help="Stream mode: K_TRAIN[,K_EVAL,...] tour rooms walked one after "
+                                                   "another per video (--scenes train streams of K_TRAIN rooms, "
+                                                   "--eval-streams of every K; --frames per room). docs/data.md")] = "",
+    eval_streams: Annotated[int, typer.Option(help="Stream mode: eval streams of each length.", min=0)] = 4,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Procedural rooms rendered to videos + depth + poses, with VSI-Bench-style questions. No downloads.
@@ -384,10 +461,24 @@ def prepare_synthetic_cmd(
     Example: vlmem prepare-data synthetic --out data/synth --scenes 24 --frames 32 --size 64
 
     Example: vlmem prepare-data synthetic --out data/tour --walk tour --stops 16 --frames 64 --size 32
+
+    Example (long-horizon streams: train on 4 rooms, evaluate on 4, 40 and 400):
+    vlmem prepare-data synthetic --out data/stream --stream-rooms 4,40,400 --scenes 256 --frames 8 --stops 8 --size 32
     """
     from vlmem.data.synthetic import prepare_synthetic
 
     cats = [c.strip() for c in categories.split(",") if c.strip()] or None
+    if stream_rooms:
+        from vlmem.data.stream import parse_rooms, prepare_stream
+
+        if walk not in ("sweep", "tour") or instances or families:
+            raise UsageError("--stream-rooms always walks tours with both stream question families: drop --walk "
+                             "(other than tour), --instances and --families")
+        manifest = prepare_stream(out, parse_rooms(stream_rooms), streams=scenes, eval_streams=eval_streams,
+                                  frames=frames, size=size, seed=seed, stops=stops, categories=cats,
+                                  overwrite=overwrite)
+        _summarise(manifest, out)
+        return
     fams = [f.strip() for f in families.split(",") if f.strip()] or None
     count_range = None
     if instances:

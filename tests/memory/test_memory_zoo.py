@@ -11,6 +11,7 @@ from vlmem.memory import (
     EpisodicMemory,
     LarimarMemory,
     NoMemory,
+    SurpriseMemory,
     TitansMemory,
     WorkingMemory,
     build_memory,
@@ -29,6 +30,7 @@ def all_memories():
         "titans": lambda: TitansMemory(D, num_heads=2),
         "titans_update": lambda: TitansMemory(D, num_heads=2, update="titans"),
         "larimar": lambda: LarimarMemory(D, slots=4),
+        "surprise": lambda: SurpriseMemory(D, num_heads=4, L=3, threshold=0.0),
         "none": lambda: NoMemory(D),
     }
 
@@ -46,7 +48,7 @@ def test_gradient_reaches_every_parameter(name):
     assert h.grad is not None and torch.isfinite(h.grad).all()
 
 
-@pytest.mark.parametrize("name", ["dual", "titans", "larimar", "episodic"])
+@pytest.mark.parametrize("name", ["dual", "titans", "larimar", "episodic", "surprise"])
 def test_state_detach_cuts_graph(name):
     torch.manual_seed(0)
     mem = all_memories()[name]()
@@ -85,7 +87,7 @@ def test_deterministic_with_fixed_seed(name):
     assert torch.equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("name", ["dual", "titans_update", "larimar"])
+@pytest.mark.parametrize("name", ["dual", "titans_update", "larimar", "surprise"])
 def test_state_is_bounded(name):
     mem = all_memories()[name]().eval()
     with torch.no_grad():
@@ -106,7 +108,7 @@ def cfg(**kw):
 
 def test_build_memory_kinds_and_names():
     kinds = {"dual": DualMemory, "working": WorkingMemory, "episodic": EpisodicMemory, "titans": TitansMemory,
-             "larimar": LarimarMemory, "none": NoMemory}
+             "larimar": LarimarMemory, "surprise": SurpriseMemory, "none": NoMemory}
     for kind, cls in kinds.items():
         assert type(build_memory(cfg(kind=kind), 64)) is cls
     mem = build_memory(cfg(L_w=4, L_e=6, num_heads=2), 32)

@@ -50,37 +50,71 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 8.0, crf: int = 10,
     row/column, so the decoded video is then 1 px larger. `crf` 10 keeps flat colours
     within a few levels. Returns `path`.
     """
-    import av
-
     path = Path(path)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise UsageError(f"write_video({path}): expected frames [F, H, W, 3] with F >= 1, got {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise UsageError(f"write_video({path}): expected uint8 frames, got {frames.dtype}")
-    _, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix or '.mp4'}")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset}
-            stream.codec_context.thread_count = 1
-            for img in frames:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with VideoWriter(path, fps, crf, preset) as writer:
+        writer.write(frames)
     return path
+
+
+class VideoWriter:
+    """`write_video` a chunk at a time (a stream of any length never sits in memory whole):
+    `with VideoWriter(path, fps) as w: w.write(frames [n, H, W, 3])`. The file appears,
+    atomically, when the block ends without an error; every chunk has the first one's size."""
+
+    def __init__(self, path: Path, fps: float = 8.0, crf: int = 10, preset: str = "medium"):
+        self.path, self.fps, self.crf, self.preset = Path(path), fps, crf, preset
+        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix or '.mp4'}")
+        self.container = self.stream = None
+        self.frames = 0
+
+    def __enter__(self) -> VideoWriter:
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.tmp), mode="w", format="mp4")
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        import av
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise UsageError(f"write_video({self.path}): expected frames [F, H, W, 3] with F >= 1, got {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise UsageError(f"write_video({self.path}): expected uint8 frames, got {frames.dtype}")
+        _, h, w, _ = frames.shape
+        if h % 2 or w % 2:
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self.stream is None:
+            self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self.stream.width, self.stream.height = frames.shape[2], frames.shape[1]
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(self.crf), "preset": self.preset}
+            self.stream.codec_context.thread_count = 1
+        elif (frames.shape[2], frames.shape[1]) != (self.stream.width, self.stream.height):
+            raise UsageError(f"write_video({self.path}): frame size changed to {frames.shape[1:3]}")
+        for img in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+        self.frames += len(frames)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.stream is not None:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+            self.container.close()
+            if exc_type is None:
+                if self.stream is None:
+                    raise UsageError(f"write_video({self.path}): no frames written")
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
 
 
 # -- reading ------------------------------------------------------------------
@@ -249,3 +283,73 @@ def _read_images(files: list[Path], indices: np.ndarray, where: Path) -> np.ndar
     if len({a.shape for a in out}) > 1:
         raise DataError(f"{where}: frames have different sizes")
     return np.stack(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+def video_rate(path: Path) -> float | None:
+    """Frames per second of a video file from its container (None when unknown, or for a frame folder)."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
+        return None
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            rate = container.streams.video[0].average_rate
+            return float(rate) if rate else None
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+
+
+def iter_frames(path: Path, keep=None, chunk: int = 16):
+    """Decode a video (or frame folder) front to back, yielding `(indices, frames)` chunks of at most
+    `chunk` kept frames (uint8 [n, H, W, 3]); `keep(i) -> bool` picks frames (default all). Only one
+    chunk is in memory at a time, whatever the video's length. PyAV decodes frame by frame."""
+    path = Path(path)
+    _check_exists(path)
+    keep = keep or (lambda i: True)
+    idx: list[int] = []
+    buf: list[np.ndarray] = []
+    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
+        files = _image_files(path) if path.is_dir() else [path]
+        if not files:
+            raise DataError(f"{path}: no .jpg/.png frames in folder")
+        source = ((i, None) for i in range(len(files)))
+    else:
+        source = _av_frames(path)
+    for i, frame in source:
+        if not keep(i):
+            continue
+        idx.append(i)
+        buf.append(frame if frame is not None else _read_images(files, np.array([i]), path)[0])
+        if len(buf) == chunk:
+            yield np.array(idx), np.stack(buf)
+            idx, buf = [], []
+    if buf:
+        yield np.array(idx), np.stack(buf)
+
+
+def _av_frames(path: Path):
+    """(index, rgb frame) of every frame, decoded one at a time with PyAV."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read video ({_short(exc)})") from None
+    with container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        i = 0
+        try:
+            for frame in container.decode(stream):
+                yield i, frame.to_ndarray(format="rgb24")
+                i += 1
+        except Exception as exc:
+            raise DataError(f"{path}: cannot decode frame {i} ({_short(exc)})") from None

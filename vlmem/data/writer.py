@@ -43,13 +43,19 @@ QA_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = [f.name for f in QA_SCHEMA if f.name not in ("num_frames", "duration", "pruned")]
+# Written only by datasets whose rows set it (synthetic streams): the frame after which the
+# question is asked; other datasets keep exactly QA_SCHEMA.
+QUERY_FRAME = pa.field("query_frame", pa.int64())
 
 
 def qa_schema_for(rows: list[dict]) -> pa.Schema:
-    """QA_SCHEMA, without the VSI-Bench-only `pruned` column when no row has a value for it."""
-    if any(r.get("pruned") is not None for r in rows):
-        return QA_SCHEMA
-    return pa.schema([f for f in QA_SCHEMA if f.name != "pruned"])
+    """QA_SCHEMA, without the VSI-Bench-only `pruned` column when no row has a value for it, and with
+    the streams' `query_frame` column when a row has one."""
+    schema = QA_SCHEMA if any(r.get("pruned") is not None for r in rows) else \
+        pa.schema([f for f in QA_SCHEMA if f.name != "pruned"])
+    if any(r.get(QUERY_FRAME.name) is not None for r in rows):
+        schema = schema.append(QUERY_FRAME)
+    return schema
 
 
 def validate_row(row: dict) -> str | None:

@@ -145,6 +145,11 @@ def check_eval_data(recipe, data_root: Path, split: str, frames: int, question_t
 def evaluate_run(run: Path, benchmark: str, data: Path | None = None, frames: int = 0, out: Path | None = None,
                  max_samples: int = 0, split: str | None = None, console=None, overrides=()) -> dict:
     """`vlmem eval <benchmark> --run RUN [--set key=value ...]`: generate, score, write <out>/<benchmark>.{json,md}."""
+    if benchmark == "stream":  # long-horizon streams answer at query times: one scan per stream (eval/stream.py)
+        from vlmem.eval.stream import evaluate_stream
+
+        return evaluate_stream(run, data=data, out=out, split=split, max_streams=max_samples, console=console,
+                               overrides=overrides)
     from vlmem.eval.report import print_report, scorer_for, write_report
     from vlmem.runs import load_run_recipe, load_trained
 

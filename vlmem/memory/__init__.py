@@ -16,18 +16,20 @@ from vlmem.memory.dual import DualMemory
 from vlmem.memory.episodic import EpisodicMemory
 from vlmem.memory.larimar import LarimarMemory
 from vlmem.memory.none import NoMemory
+from vlmem.memory.surprise import SurpriseMemory
 from vlmem.memory.titans import TitansMemory
 from vlmem.memory.working import WorkingMemory
 
-MEMORY_KINDS = ("dual", "working", "episodic", "titans", "larimar", "none")
+MEMORY_KINDS = ("dual", "working", "episodic", "titans", "larimar", "surprise", "none")
 
 __all__ = ["Memory", "MemoryState", "DualMemory", "WorkingMemory", "EpisodicMemory", "TitansMemory",
-           "LarimarMemory", "NoMemory", "build_memory", "MEMORY_KINDS"]
+           "LarimarMemory", "SurpriseMemory", "NoMemory", "build_memory", "MEMORY_KINDS"]
 
 _DEFAULTS = dict(num_heads=8, L_w=8, L_e=32, dropout=0.1, episodic_stores="fused", use_salience_gate=False,
                  salience_threshold=0.5, titans_heads=4, titans_update="simple", titans_decay=0.95,
                  titans_momentum=0.9, titans_lr=0.1, larimar_slots=32, larimar_noise=0.1, larimar_kl_weight=0.1, gate_init=None,
-                 larimar_steps=0, larimar_alpha=1.0)
+                 larimar_steps=0, larimar_alpha=1.0, surprise_threshold=0.25,
+                 surprise_loss_weight=0.1)
 
 
 def build_memory(cfg, dim: int) -> Memory:
@@ -53,4 +55,7 @@ def build_memory(cfg, dim: int) -> Memory:
     if kind == "larimar":
         return LarimarMemory(dim, c["larimar_slots"], c["larimar_noise"], c["larimar_kl_weight"],
                              steps=c["larimar_steps"], alpha=c["larimar_alpha"])
+    if kind == "surprise":
+        return SurpriseMemory(dim, c["num_heads"], c["L_e"], c["surprise_threshold"], c["surprise_loss_weight"],
+                              c["dropout"])
     return NoMemory(dim)

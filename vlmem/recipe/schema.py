@@ -84,7 +84,7 @@ class FusionConfig(Section):
 
 
 class MemoryConfig(Section):
-    kind: Literal["dual", "working", "episodic", "titans", "larimar", "none"] = "dual"
+    kind: Literal["dual", "working", "episodic", "titans", "larimar", "surprise", "none"] = "dual"
     output: Literal["residual", "memory"] = "residual"  # hand on H_t + M_t (default) or M_t
     num_heads: int = Field(4, ge=1)
     L_w: int = Field(8, ge=1)
@@ -107,6 +107,8 @@ class MemoryConfig(Section):
     larimar_kl_weight: float = Field(0.1, ge=0.0)
     larimar_steps: int = Field(0, ge=0)  # pseudo-inverse refinement steps of the addressing (seed: 3)
     larimar_alpha: float = Field(1.0, gt=0.0, le=1.0)  # write adaptation rate; 1 = exact posterior (seed: 0.2)
+    surprise_threshold: float = Field(0.25, ge=0.0)  # surprise memory: write when the prediction error exceeds it
+    surprise_loss_weight: float = Field(0.1, ge=0.0)  # weight of its next-latent-frame prediction loss
 
 
 class DecoderConfig(Section):
@@ -223,7 +225,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    benchmark: Literal["vsibench", "vstibench", "qa"] = "vsibench"
+    benchmark: Literal["vsibench", "vstibench", "qa", "stream"] = "vsibench"  # stream: vlmem eval stream
     frames: int = Field(0, ge=0)  # 0 = data.frames
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(1, ge=1)
