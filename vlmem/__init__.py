@@ -1,3 +1,3 @@
 """vlmem: memory-augmented vision-language models for spatial video reasoning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
