@@ -68,6 +68,7 @@ def test_chance_and_constant_per_task_and_trained_marks():
     assert t["object_rel_distance"]["chance"] == pytest.approx(100 * (1 / 4 + 1 / 2) / 2)
     # the official aggregation: the three rel-direction levels averaged with equal weight (missing -> 0)
     assert t["object_rel_direction"]["chance"] == pytest.approx(100 * 0.5 / 3)
+    assert t["object_rel_direction"]["constant"] is None and t["object_counting"]["chance"] is None
     # counting: the constant comes from the training answers (4), scored on the evaluated 4 and 6
     assert t["object_counting"]["constant_value"] == 4.0
     assert t["object_counting"]["constant_source"] == "training split"

@@ -143,10 +143,11 @@ def spec_baselines(spec, records: Sequence[Mapping[str, Any]], train_rows: Seque
     blind = _summarise(spec, {**mc, **numeric}) if mc or numeric else None
     tasks = {}
     trained = set(trained_types)
-    present = {_task_of(t) for t in (*mc, *numeric)}
+    # the official aggregate fills a missing rel-direction task with 0: keep only tasks with questions
+    with_mc, with_numeric = {_task_of(t) for t in mc}, {_task_of(t) for t in numeric}
     for task in spec.tasks:
-        entry = {"chance": chance_tasks.get(task) if task in present else None,
-                 "constant": constant_tasks.get(task) if task in present else None,
+        entry = {"chance": chance_tasks.get(task) if task in with_mc else None,
+                 "constant": constant_tasks.get(task) if task in with_numeric else None,
                  "trained": any(_task_of(t) == task for t in trained)}
         if task in constants:
             entry.update(constant_value=constants[task]["value"], constant_source=constants[task]["source"],
