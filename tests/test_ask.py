@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from vlmem.ask import Question, Sampling, StreamReader, read_questions, sampling_for, stream_answers, to_model_frames
+from vlmem.ask import (
+    Question,
+    Sampling,
+    StreamReader,
+    read_questions,
+    sampling_for,
+    stream_answers,
+    to_model_frames,
+)
 from vlmem.data.dataset import build_prompt, tokenize
 from vlmem.data.video import read_frames, write_video
 from vlmem.errors import DataError

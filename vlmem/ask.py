@@ -221,7 +221,9 @@ def stream_answers(model, tokenizer, recipe, video: Path, questions: list[Questi
     else:
         reader = StreamReader(model, context_frames(recipe))
         pending = list(groups)
-        keep = (lambda i: i % sampling.stride == 0)
+        def keep(i: int) -> bool:
+            return i % sampling.stride == 0
+
         for indices, chunk in iter_frames(video, keep=keep, chunk=CHUNK):
             start = 0
             while pending and indices[-1] > pending[0][0]:  # a question is due inside this chunk

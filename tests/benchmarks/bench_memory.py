@@ -67,7 +67,7 @@ def bench_dual_vs_padded(quick):
     err = (out - ref).abs().max().item()
     print(f"[1] dual scan B={B} N={N} D={D} T={T}: ours {t_ours:.3f}s, padded re-projecting {t_pad:.3f}s, "
           f"speed-up {t_pad / t_ours:.2f}x (medians of 3 interleaved; per pair "
-          f"{', '.join(f'{p / o:.2f}x' for o, p in zip(ours, pad))}), max |diff| {err:.2e}")
+          f"{', '.join(f'{p / o:.2f}x' for o, p in zip(ours, pad, strict=True))}), max |diff| {err:.2e}")
     return t_ours, dual_flops(B, T, N, D, mem.L_w, mem.L_e)
 
 

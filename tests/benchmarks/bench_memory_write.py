@@ -119,7 +119,7 @@ def main() -> None:
     cases = {(v, T): case(mems[v], T) for v in mems for T in (8, 64)}
     for T in (8, 64):  # same outputs and gradients
         (o1, g1, p1), (o2, g2, p2) = cases["before", T](), cases["after", T]()
-        diff = max([(o1 - o2).abs().max(), (g1 - g2).abs().max(), *[(a - b).abs().max() for a, b in zip(p1, p2)]])
+        diff = max([(o1 - o2).abs().max(), (g1 - g2).abs().max(), *[(a - b).abs().max() for a, b in zip(p1, p2, strict=True)]])
         print(f"T={T}: max abs diff before/after (outputs, input and parameter grads) {float(diff):.2e}")
     med = interleaved_medians(cases, args.repeats)
     prof = {k: shares(run) for k, run in cases.items()}

@@ -111,8 +111,20 @@ def main() -> None:
 
     with torch.no_grad():  # the frozen encoder alone: what the cache removes from a step
         encode = [per_call(lambda b=b: model.encode_frames(b["frames"], b.get("geometry")), n=3) for b in batches]
-from vlmem.train.feature_cache import DiskFeatureCache, FeatureCache
-from vlmem.train.metrics import memory_stats
+    after, before = model.memory, None
+    with tempfile.TemporaryDirectory() as folder:  # the disk cache (train.feature_cache_dir) beside the RAM one
+        configs = {"uncached": None, "cached": FeatureCache(),
+                   "disk": DiskFeatureCache(folder, {"bench": 1}, lambda video: [Path(args.data) / video])}
+        configs["cached logging"] = configs["cached"]
+        if args.before:  # the memory package at a git revision, same weights, for the logging step before / after
+            from tests.benchmarks.before import load_memory_at
+
+            before = load_memory_at(args.before).build_memory(recipe.model.memory, after.dim)
+            before.load_state_dict(after.state_dict())
+            before.train()
+            configs["cached before"] = configs["cached logging before"] = configs["cached"]
+        t = run(configs)
+    model.memory = after
     uncached, cached, enc = t["uncached"], t["cached"], statistics.median(encode)
     print(f"disk feature cache (safetensors, fp32, memory-mapped) vs in RAM: cached step {t['disk'] * 1000:.0f} ms "
           f"vs {cached * 1000:.0f} ms = {t['disk'] / cached:.2f}x; speed-up over uncached {uncached / t['disk']:.2f}x")

@@ -5,7 +5,7 @@ gate statistics) and exactly the outputs and state of a scan without info."""
 import pytest
 import torch
 
-from tests.memory.test_scan_fast import LE, N, D, assert_same, make, prior_state
+from tests.memory.test_scan_fast import LE, D, N, assert_same, make, prior_state
 from vlmem.memory import DualMemory, EpisodicMemory, WorkingMemory
 
 KINDS = {"dual": lambda: make(DualMemory), "dual_input": lambda: make(DualMemory, episodic_stores="input"),
