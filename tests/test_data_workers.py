@@ -37,11 +37,12 @@ def test_workers_train_to_the_same_weights_and_resume_exactly(tmp_path, monkeypa
     a, b = _weights(tmp_path / "runs/w0"), _weights(tmp_path / "runs/w2")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # roll the 2-worker run back to its step-2 checkpoint (as a kill after it would leave it) and resume
+    # it with another worker count: the data order is a pure function of (seed, step)
     ckpts = tmp_path / "runs/w2/checkpoints"
     shutil.rmtree(ckpts / "000004")
     os.remove(ckpts / "last")
     os.symlink("000002", ckpts / "last")
-    assert _train("w2", 2, "--resume") == 0
+    assert _train("w2", 1, "--resume") == 0
     c = _weights(tmp_path / "runs/w2")
     assert all(torch.equal(a[k], c[k]) for k in a)
     metrics = [json.loads(x) for x in (tmp_path / "runs/w2/metrics.jsonl").read_text().splitlines()]

@@ -36,11 +36,18 @@ def recipe_to_toml(recipe: Recipe) -> str:
 
 def recipe_hash(recipe: Recipe, legacy: bool = False) -> str:
     """Content hash of the resolved recipe: same recipe + overrides -> same hash. `run.output_dir`
-    (where the run lives) is left out, so a moved or copied run folder still matches its recipe;
+    (where the run lives) is left out, so a moved or copied run folder still matches its recipe, and so
+    are the data-loader workers and the feature-cache folder / size bound, which change no result;
     `legacy=True`: the hash of vlmem <= 0.1 runs, which included it."""
     data = recipe_to_dict(recipe)
     if not legacy:
         data["run"].pop("output_dir", None)
+        # how samples are decoded and where frozen tokens are kept change no result: a run resumes
+        # with any worker count and any cache folder (the cache key holds what does matter)
+        for key in ("num_workers", "prefetch_factor"):
+            data["data"].pop(key, None)
+        for key in ("feature_cache_dir", "feature_cache_max_gb"):
+            data["train"].pop(key, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
